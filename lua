@@ -1,0 +1,1 @@
+src/relaygate/lua

@@ -1,0 +1,220 @@
+"""The bridge between PostgreSQL (system of record) and the Redis ledger.
+
+- ``ensure_token`` / ``ensure_user`` rebuild a missing ledger hash from PostgreSQL (first use,
+  or Redis restarted empty) without double counting usage events still in the stream.
+- ``push_token`` / ``push_user`` carry a committed management write into Redis (status,
+  expiry, limit, ``ver``) and announce it on the invalidation channel, so every relay
+  refuses or allows on its very next request.
+
+Rebuild exactness: ``used`` = flushed total in PostgreSQL + events in the stream that
+PostgreSQL does not have yet. Events can only be in the stream for a token whose hash is
+missing if they were settled while it was missing; settle counts those per token in the
+shard's ``orphans`` hash. With no orphans (the normal first use) nothing is scanned. With
+orphans, the stream is scanned and the flushed ones are recognised by request id within
+the same PostgreSQL snapshot that gave the flushed total; the init script refuses if the
+orphan count moved meanwhile, and the rebuild starts over.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import asyncpg
+from redis.asyncio import Redis
+
+from relaygate import ledger
+from relaygate.keys import KeyScheme, msg_token, msg_user
+from relaygate.ledger import STATUS_DELETED, Scripts
+from relaygate.store import queries
+
+log = logging.getLogger(__name__)
+
+STREAM_PAGE = 1000
+INIT_ATTEMPTS = 8
+
+
+class LedgerMissing(LookupError):
+    """The token or user does not exist in PostgreSQL (deleted meanwhile)."""
+
+
+class Accounts:
+    def __init__(self, pool: asyncpg.Pool, redis: Redis, scripts: Scripts, keys: KeyScheme) -> None:
+        self.pool = pool
+        self.redis = redis
+        self.scripts = scripts
+        self.keys = keys
+
+    # --- rebuild -------------------------------------------------------------------------
+
+    async def ensure_token(self, token_id: int, user_id: int) -> None:
+        field = ledger.token_orphan_field(token_id)
+        for _ in range(INIT_ATTEMPTS):
+            seen = int(await self.redis.hget(self.keys.orphans(user_id), field) or 0)
+            async with self.pool.acquire() as conn, conn.transaction(
+                isolation="repeatable_read", readonly=True
+            ):
+                row = await conn.fetchrow(queries.TOKEN_LEDGER_ROW, token_id)
+                if row is None:
+                    raise LedgerMissing(f"token {token_id}")
+                pending = await self._unflushed(conn, user_id, "token", token_id) if seen else 0
+            fields = token_fields(row)
+            fields["used"] = int(row["used_quota"]) + pending
+            result = await ledger.sync(
+                self.scripts,
+                self.redis,
+                self.keys.token(user_id, token_id),
+                self.keys.orphans(user_id),
+                "init",
+                int(row["ver"]),
+                field,
+                seen,
+                fields,
+            )
+            if result != -1:
+                return
+        raise RuntimeError(f"token {token_id}: ledger rebuild kept racing settles")
+
+    async def ensure_user(self, user_id: int) -> None:
+        field = ledger.user_orphan_field(user_id)
+        for _ in range(INIT_ATTEMPTS):
+            seen = int(await self.redis.hget(self.keys.orphans(user_id), field) or 0)
+            async with self.pool.acquire() as conn, conn.transaction(
+                isolation="repeatable_read", readonly=True
+            ):
+                row = await conn.fetchrow(queries.USER_LEDGER_ROW, user_id)
+                if row is None:
+                    raise LedgerMissing(f"user {user_id}")
+                pending = await self._unflushed(conn, user_id, "user", user_id) if seen else 0
+            fields = user_fields(row)
+            fields["used"] = int(row["used_quota"]) + pending
+            result = await ledger.sync(
+                self.scripts,
+                self.redis,
+                self.keys.user(user_id),
+                self.keys.orphans(user_id),
+                "init",
+                int(row["ver"]),
+                field,
+                seen,
+                fields,
+            )
+            if result != -1:
+                return
+        raise RuntimeError(f"user {user_id}: ledger rebuild kept racing settles")
+
+    async def _unflushed(self, conn: Any, user_id: int, field: str, ident: int) -> int:
+        """Quota of this token's/user's stream events that PostgreSQL has not recorded."""
+        stream = self.keys.stream_of_user(user_id)
+        wanted = str(ident).encode()
+        name = field.encode()
+        found: dict[tuple[str, int], int] = {}
+        start = "-"
+        while True:
+            page = await self.redis.xrange(stream, min=start, max="+", count=STREAM_PAGE)
+            for entry_id, data in page:
+                if data.get(name) == wanted:
+                    key = (data[b"rid"].decode(), int(data[b"ts"]))
+                    found[key] = int(data[b"quota"])
+            if len(page) < STREAM_PAGE:
+                break
+            start = "(" + page[-1][0].decode()
+        if not found:
+            return 0
+        rids = [k[0] for k in found]
+        tss = [k[1] for k in found]
+        present = {r["request_id"] for r in await conn.fetch(queries.LOGS_PRESENT, rids, tss)}
+        return sum(q for (rid, _), q in found.items() if rid not in present)
+
+    # --- management writes -----------------------------------------------------------------
+
+    async def push_token(self, token_id: int) -> None:
+        """Copy a committed token row into its ledger hash (if present) and invalidate caches."""
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(queries.TOKEN_LEDGER_ROW, token_id)
+        if row is None:
+            return
+        user_id = int(row["user_id"])
+        await ledger.sync(
+            self.scripts,
+            self.redis,
+            self.keys.token(user_id, token_id),
+            self.keys.orphans(user_id),
+            "update",
+            int(row["ver"]),
+            ledger.token_orphan_field(token_id),
+            0,
+            token_fields(row),
+        )
+        await self.redis.publish(self.keys.inval_channel, msg_token(token_id))
+
+    async def push_user(self, user_id: int) -> None:
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(queries.USER_LEDGER_ROW, user_id)
+        if row is None:
+            return
+        await ledger.sync(
+            self.scripts,
+            self.redis,
+            self.keys.user(user_id),
+            self.keys.orphans(user_id),
+            "update",
+            int(row["ver"]),
+            ledger.user_orphan_field(user_id),
+            0,
+            user_fields(row),
+        )
+        await self.redis.publish(self.keys.inval_channel, msg_user(user_id))
+
+    # --- live figures --------------------------------------------------------------------
+
+    async def live_token(self, token_id: int, user_id: int) -> tuple[int, int]:
+        """(limit, used) from the ledger, rebuilding it first if it is missing."""
+        key = self.keys.token(user_id, token_id)
+        limit, used = await self.redis.hmget(key, "limit", "used")
+        if limit is None:
+            await self.ensure_token(token_id, user_id)
+            limit, used = await self.redis.hmget(key, "limit", "used")
+        return int(limit or 0), int(used or 0)
+
+    async def live_tokens(self, pairs: list[tuple[int, int]]) -> dict[int, tuple[int, int]]:
+        """Live (limit, used) for many (token_id, user_id) pairs in one pipeline."""
+        if not pairs:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for token_id, user_id in pairs:
+                pipe.hmget(self.keys.token(user_id, token_id), "limit", "used")
+            replies = await pipe.execute()
+        out: dict[int, tuple[int, int]] = {}
+        for (token_id, user_id), (limit, used) in zip(pairs, replies, strict=True):
+            if limit is None:
+                out[token_id] = await self.live_token(token_id, user_id)
+            else:
+                out[token_id] = (int(limit), int(used or 0))
+        return out
+
+    async def live_user(self, user_id: int) -> tuple[int, int]:
+        key = self.keys.user(user_id)
+        limit, used = await self.redis.hmget(key, "limit", "used")
+        if limit is None:
+            await self.ensure_user(user_id)
+            limit, used = await self.redis.hmget(key, "limit", "used")
+        return int(limit or 0), int(used or 0)
+
+
+def token_fields(row: Any) -> dict[str, int | str]:
+    status = STATUS_DELETED if row["deleted_at"] is not None else int(row["status"])
+    return {
+        "limit": int(row["quota_limit"]),
+        "unlimited": 1 if row["unlimited_quota"] else 0,
+        "status": status,
+        "expires": int(row["expired_time"]),
+        "user": int(row["user_id"]),
+        "dlimit": int(row["daily_quota"]),
+        "mlimit": int(row["monthly_quota"]),
+    }
+
+
+def user_fields(row: Any) -> dict[str, int | str]:
+    status = 2 if row["deleted_at"] is not None else int(row["status"])
+    return {"limit": int(row["quota_limit"]), "status": status}

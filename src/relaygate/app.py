@@ -1,0 +1,137 @@
+"""The app factory: builds the aiohttp application and owns every connection's lifetime
+through ``cleanup_ctx``, with shared objects under typed ``AppKey``s."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+from redis.asyncio import Redis
+
+from relaygate.accounts import Accounts
+from relaygate.config import Settings
+from relaygate.keys import KeyScheme
+from relaygate.ledger import Scripts
+from relaygate.redispipe import PipelinedRedis
+from relaygate.relay.handlers import RUNTIME
+from relaygate.relay.routes import add_routes
+from relaygate.runtime import Runtime
+from relaygate.store.db import create_pool
+
+log = logging.getLogger(__name__)
+
+SETTINGS: web.AppKey[Settings] = web.AppKey("relaygate.settings", Settings)
+
+
+class UnsafeRedis(RuntimeError):
+    """Redis may evict keys: a silently evicted counter is silently free spend."""
+
+
+async def check_eviction_policy(redis: Redis, allow_unsafe: bool) -> None:
+    try:
+        reply = await redis.config_get("maxmemory-policy")
+    except Exception as exc:  # managed Redis may forbid CONFIG; say so and go on
+        log.warning("cannot read maxmemory-policy (%s); make sure it is noeviction", exc)
+        return
+    policy = reply.get("maxmemory-policy") or reply.get(b"maxmemory-policy")
+    if isinstance(policy, bytes):
+        policy = policy.decode()
+    if policy != "noeviction":
+        message = (
+            f"Redis maxmemory-policy is {policy!r}, not 'noeviction': ledger counters could be "
+            "evicted (free spend). Set it to noeviction, or start with "
+            "RELAYGATE_ALLOW_UNSAFE_REDIS_EVICTION=true to accept the risk."
+        )
+        if not allow_unsafe:
+            raise UnsafeRedis(message)
+        log.warning(message)
+
+
+def redis_client(settings: Settings) -> Redis:
+    return Redis.from_url(settings.redis_url, decode_responses=False, health_check_interval=30)
+
+
+async def build_runtime(settings: Settings) -> Runtime:
+    """Connect everything the relay needs; the caller closes it with ``close_runtime``."""
+    redis = redis_client(settings)
+    pool = None
+    hot = None
+    http = None
+    try:
+        await redis.ping()
+        await check_eviction_policy(redis, settings.allow_unsafe_redis_eviction)
+        pool = await create_pool(settings.database_url)
+        hot = await PipelinedRedis.connect(settings.redis_url)
+        scripts = Scripts.load()
+        await scripts.preload(redis)
+        keys = KeyScheme(settings.key_prefix, settings.shards)
+        http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True),
+            timeout=aiohttp.ClientTimeout(
+                total=settings.upstream_timeout,
+                sock_connect=settings.upstream_connect_timeout,
+            ),
+            auto_decompress=False,
+        )
+        rt = Runtime(
+            settings=settings,
+            keys=keys,
+            pool=pool,
+            redis=redis,
+            hot=hot,
+            scripts=scripts,
+            accounts=Accounts(pool, redis, scripts, keys),
+            http=http,
+        )
+        await rt.reload_channels()
+        await rt.reload_prices()
+        return rt
+    except BaseException:
+        if http is not None:
+            await http.close()
+        if hot is not None:
+            await hot.aclose()
+        if pool is not None:
+            await pool.close()
+        await redis.aclose()
+        raise
+
+
+async def close_runtime(rt: Runtime) -> None:
+    await rt.http.close()
+    if isinstance(rt.hot, PipelinedRedis):
+        await rt.hot.aclose()
+    await rt.pool.close()
+    await rt.redis.aclose()
+
+
+async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
+    rt = await build_runtime(app[SETTINGS])
+    app[RUNTIME] = rt
+    tasks = [
+        asyncio.create_task(rt.listen_invalidations(), name="invalidations"),
+        asyncio.create_task(rt.refresh_periodically(), name="refresh"),
+    ]
+    yield
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await close_runtime(rt)
+
+
+def init_app(settings: Settings, *, with_api: bool = True) -> web.Application:
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_runtime_ctx)
+    add_routes(app)
+    if with_api:
+        from relaygate.api import add_api_routes
+
+        add_api_routes(app)
+    return app

@@ -1,0 +1,204 @@
+"""In-process token metadata cache: what the hot path reads on every request.
+
+A hit costs no network round trip. A miss loads from PostgreSQL once, however many requests
+wait for the same key (single flight). Unknown keys are remembered for a short time so that
+guessing keys cannot load the database. Entries expire after a TTL, are dropped on an
+``rg:inval`` message, and are reloaded when the reserve script reports a newer ``ver``.
+The cache is an explicit object owned by the app, never a module global.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from relaygate.keys import KeyScheme
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+NEGATIVE_CACHE_MAX = 100_000
+
+
+@dataclass(slots=True)
+class TokenMeta:
+    id: int
+    user_id: int
+    name: str
+    username: str
+    user_role: int
+    status: int
+    user_status: int
+    expired_time: int
+    unlimited: bool
+    models: frozenset[str] | None  # None = any model
+    networks: tuple[IPNetwork, ...] | None  # None = any IP
+    group: str  # the using group: token group if set, else the user's group
+    ver: int
+    # ledger keys, computed once per load
+    token_key: str
+    user_key: str
+    stream_key: str
+    orphans_key: str
+    resv_key: str
+    token_orphan: str
+    user_orphan: str
+    loaded_at: float
+
+    def ip_allowed(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> bool:
+        if self.networks is None:
+            return True
+        if ip is None:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in net for net in self.networks)
+
+
+def parse_model_limits(raw: str) -> frozenset[str]:
+    return frozenset(m.strip() for m in raw.split(",") if m.strip())
+
+
+def parse_allow_ips(raw: str) -> tuple[IPNetwork, ...]:
+    """Networks from New API's newline list (commas accepted too); raises ValueError on junk."""
+    nets: list[IPNetwork] = []
+    for entry in raw.replace(",", "\n").split("\n"):
+        entry = entry.strip()
+        if entry:
+            nets.append(ipaddress.ip_network(entry, strict=False))
+    return tuple(nets)
+
+
+def meta_from_row(row: Any, keys: KeyScheme, now: float) -> TokenMeta:
+    user_id = int(row["user_id"])
+    token_id = int(row["id"])
+    models = parse_model_limits(row["model_limits"]) if row["model_limits_enabled"] else None
+    try:
+        nets = parse_allow_ips(row["allow_ips"]) if row["allow_ips"].strip() else None
+    except ValueError:
+        nets = ()  # unparsable allowlist: fail closed, nobody gets in
+    return TokenMeta(
+        id=token_id,
+        user_id=user_id,
+        name=row["name"],
+        username=row["username"],
+        user_role=int(row["role"]),
+        status=int(row["status"]),
+        user_status=int(row["user_status"]),
+        expired_time=int(row["expired_time"]),
+        unlimited=bool(row["unlimited_quota"]),
+        models=models,
+        networks=nets,
+        group=row["group"] or row["user_group"],
+        ver=int(row["ver"]),
+        token_key=keys.token(user_id, token_id),
+        user_key=keys.user(user_id),
+        stream_key=keys.stream_of_user(user_id),
+        orphans_key=keys.orphans(user_id),
+        resv_key=keys.reservations(user_id),
+        token_orphan=f"t{token_id}",
+        user_orphan=f"u{user_id}",
+        loaded_at=now,
+    )
+
+
+Loader = Callable[[bytes], Awaitable[TokenMeta | None]]
+
+
+class TokenCache:
+    def __init__(self, loader: Loader, ttl: float, negative_ttl: float) -> None:
+        self._loader = loader
+        self._ttl = ttl
+        self._negative_ttl = negative_ttl
+        self._by_hash: dict[bytes, TokenMeta] = {}
+        self._hash_of_id: dict[int, bytes] = {}
+        self._ids_of_user: dict[int, set[int]] = {}
+        self._unknown: dict[bytes, float] = {}
+        self._inflight: dict[bytes, asyncio.Future[TokenMeta | None]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._by_hash)
+
+    async def get(self, key_hash: bytes) -> TokenMeta | None:
+        meta = self._by_hash.get(key_hash)
+        now = time.monotonic()
+        if meta is not None and now - meta.loaded_at < self._ttl:
+            self.hits += 1
+            return meta
+        if meta is None:
+            until = self._unknown.get(key_hash)
+            if until is not None:
+                if now < until:
+                    self.hits += 1
+                    return None
+                del self._unknown[key_hash]
+        return await self.load(key_hash)
+
+    async def load(self, key_hash: bytes) -> TokenMeta | None:
+        """Load (or join the load already under way) and store the result."""
+        pending = self._inflight.get(key_hash)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        self.misses += 1
+        fut: asyncio.Future[TokenMeta | None] = asyncio.get_running_loop().create_future()
+        self._inflight[key_hash] = fut
+        try:
+            meta = await self._loader(key_hash)
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
+        else:
+            fut.set_result(meta)
+        finally:
+            del self._inflight[key_hash]
+        if meta is None:
+            self._forget_hash(key_hash)
+            if len(self._unknown) >= NEGATIVE_CACHE_MAX:
+                self._unknown.clear()
+            self._unknown[key_hash] = time.monotonic() + self._negative_ttl
+        else:
+            self._store(key_hash, meta)
+        return meta
+
+    def _store(self, key_hash: bytes, meta: TokenMeta) -> None:
+        self._by_hash[key_hash] = meta
+        self._hash_of_id[meta.id] = key_hash
+        self._ids_of_user.setdefault(meta.user_id, set()).add(meta.id)
+
+    def _forget_hash(self, key_hash: bytes) -> None:
+        meta = self._by_hash.pop(key_hash, None)
+        if meta is not None:
+            self._hash_of_id.pop(meta.id, None)
+            ids = self._ids_of_user.get(meta.user_id)
+            if ids is not None:
+                ids.discard(meta.id)
+
+    def invalidate_token(self, token_id: int) -> None:
+        key_hash = self._hash_of_id.get(token_id)
+        if key_hash is not None:
+            self._forget_hash(key_hash)
+
+    def invalidate_user(self, user_id: int) -> None:
+        for token_id in list(self._ids_of_user.get(user_id, ())):
+            self.invalidate_token(token_id)
+
+    def invalidate_all(self) -> None:
+        self._by_hash.clear()
+        self._hash_of_id.clear()
+        self._ids_of_user.clear()
+        self._unknown.clear()
+
+    def handle_message(self, message: str) -> None:
+        """Apply one ``rg:inval`` message (``tok:<id>``, ``user:<id>``, ``*``)."""
+        kind, _, ident = message.partition(":")
+        if kind == "tok" and ident.isdigit():
+            self.invalidate_token(int(ident))
+        elif kind == "user" and ident.isdigit():
+            self.invalidate_user(int(ident))
+        elif kind == "*":
+            self.invalidate_all()

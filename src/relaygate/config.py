@@ -1,0 +1,196 @@
+"""Settings: one frozen object built once at start from ``RELAYGATE_*`` env vars and CLI flags.
+
+Every knob lives here so that an operator can find all of them in one place (the README
+table is generated from ``FIELDS`` by hand; keep them in sync). Validation happens once, at
+start-up, and a bad value is reported as one clear line (``ConfigError``), never a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid; the message names the variable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/relaygate"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    host: str = "127.0.0.1"
+    port: int = 3000
+    shards: int = 16
+    log_level: str = "info"
+    # Prefix of every Redis key and of the invalidation channel (tests use their own).
+    key_prefix: str = "rg"
+    # Networks whose X-Forwarded-For header is believed (comma-separated IPs/CIDRs).
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    # Completion tokens reserved when the client sends no max_tokens.
+    default_completion_allowance: int = 1024
+    # Clamp the upstream max_tokens to what the remaining quota affords.
+    clamp_max_tokens: bool = True
+    # Token metadata cache: positive TTL and negative (unknown key) TTL, seconds.
+    cache_ttl: float = 60.0
+    negative_cache_ttl: float = 5.0
+    upstream_timeout: float = 600.0
+    # Seconds after which a reservation that was never settled (its relay died) is refunded.
+    # Must exceed upstream_timeout; checked at start.
+    reservation_ttl: int = 900
+    upstream_connect_timeout: float = 10.0
+    # Flusher batching.
+    flush_batch: int = 1000
+    flush_block_ms: int = 500
+    flush_claim_idle_ms: int = 30_000
+    # Refuse to serve when Redis may evict keys (ledger counters must never vanish).
+    allow_unsafe_redis_eviction: bool = False
+    workers: int = 1
+    with_worker: bool = False
+    # Maximum accepted request body, bytes.
+    max_body_bytes: int = 32 * 1024 * 1024
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def inval_channel(self) -> str:
+        return f"{self.key_prefix}:inval"
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+# name -> (env var, parser); the CLI uses the same parsers for its flags.
+def _parse_bool(name: str, raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name}: expected true/false, got {raw!r}")
+
+
+def _parse_int(name: str, raw: str, minimum: int = 0, maximum: int | None = None) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name}: expected an integer, got {raw!r}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+        raise ConfigError(f"{name}: must be {bound}, got {value}")
+    return value
+
+
+def _parse_float(name: str, raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name}: expected a number, got {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name}: must be >= 0, got {value}")
+    return value
+
+
+def _parse_url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
+    parsed = urlparse(raw.strip())
+    if parsed.scheme not in schemes or not (parsed.hostname or parsed.path):
+        raise ConfigError(f"{name}: expected a {'/'.join(schemes)} URL, got {raw!r}")
+    return raw.strip()
+
+
+def _parse_networks(
+    name: str, raw: str
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    nets = []
+    for part in raw.replace("\n", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            nets.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ConfigError(f"{name}: {part!r} is not an IP address or CIDR") from None
+    return tuple(nets)
+
+
+def _parse_log_level(name: str, raw: str) -> str:
+    low = raw.strip().lower()
+    if low not in LOG_LEVELS:
+        raise ConfigError(f"{name}: expected one of {', '.join(LOG_LEVELS)}, got {raw!r}")
+    return low
+
+
+def _parse_prefix(name: str, raw: str) -> str:
+    value = raw.strip()
+    if not value or any(c in value for c in "{} \t\n"):
+        raise ConfigError(f"{name}: must be non-empty without braces or spaces, got {raw!r}")
+    return value
+
+
+Parser = Any
+FIELDS: dict[str, tuple[str, Parser]] = {
+    "database_url": (
+        "RELAYGATE_DATABASE_URL",
+        lambda n, r: _parse_url(n, r, ("postgres", "postgresql")),
+    ),
+    "redis_url": (
+        "RELAYGATE_REDIS_URL",
+        lambda n, r: _parse_url(n, r, ("redis", "rediss", "unix")),
+    ),
+    "host": ("RELAYGATE_HOST", lambda n, r: r.strip()),
+    "port": ("RELAYGATE_PORT", lambda n, r: _parse_int(n, r, 0, 65535)),
+    "shards": ("RELAYGATE_SHARDS", lambda n, r: _parse_int(n, r, 1, 16384)),
+    "log_level": ("RELAYGATE_LOG_LEVEL", _parse_log_level),
+    "key_prefix": ("RELAYGATE_KEY_PREFIX", _parse_prefix),
+    "trusted_proxies": ("RELAYGATE_TRUSTED_PROXIES", _parse_networks),
+    "default_completion_allowance": (
+        "RELAYGATE_DEFAULT_COMPLETION_ALLOWANCE",
+        lambda n, r: _parse_int(n, r, 1),
+    ),
+    "clamp_max_tokens": ("RELAYGATE_CLAMP_MAX_TOKENS", _parse_bool),
+    "cache_ttl": ("RELAYGATE_CACHE_TTL", _parse_float),
+    "negative_cache_ttl": ("RELAYGATE_NEGATIVE_CACHE_TTL", _parse_float),
+    "upstream_timeout": ("RELAYGATE_UPSTREAM_TIMEOUT", _parse_float),
+    "reservation_ttl": ("RELAYGATE_RESERVATION_TTL", lambda n, r: _parse_int(n, r, 1)),
+    "upstream_connect_timeout": ("RELAYGATE_UPSTREAM_CONNECT_TIMEOUT", _parse_float),
+    "flush_batch": ("RELAYGATE_FLUSH_BATCH", lambda n, r: _parse_int(n, r, 1, 100_000)),
+    "flush_block_ms": ("RELAYGATE_FLUSH_BLOCK_MS", lambda n, r: _parse_int(n, r, 1)),
+    "flush_claim_idle_ms": ("RELAYGATE_FLUSH_CLAIM_IDLE_MS", lambda n, r: _parse_int(n, r, 1)),
+    "allow_unsafe_redis_eviction": ("RELAYGATE_ALLOW_UNSAFE_REDIS_EVICTION", _parse_bool),
+    "workers": ("RELAYGATE_WORKERS", lambda n, r: _parse_int(n, r, 1, 256)),
+    "with_worker": ("RELAYGATE_WITH_WORKER", _parse_bool),
+    "max_body_bytes": ("RELAYGATE_MAX_BODY_BYTES", lambda n, r: _parse_int(n, r, 1024)),
+}
+
+
+def from_env(
+    env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """Build settings from the environment, then apply already-parsed CLI overrides."""
+    source = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for attr, (var, parser) in FIELDS.items():
+        raw = source.get(var)
+        if raw is not None:
+            values[attr] = parser(var, raw)
+    for attr, raw in (overrides or {}).items():
+        if raw is None:
+            continue
+        if attr not in FIELDS:
+            raise ConfigError(f"unknown setting {attr!r}")
+        var, parser = FIELDS[attr]
+        values[attr] = parser(f"--{attr.replace('_', '-')}", raw) if isinstance(raw, str) else raw
+    settings = Settings(**values)
+    if settings.reservation_ttl <= settings.upstream_timeout:
+        raise ConfigError(
+            "RELAYGATE_RESERVATION_TTL must be longer than RELAYGATE_UPSTREAM_TIMEOUT "
+            f"({settings.reservation_ttl} <= {settings.upstream_timeout}): a live request "
+            "would be refunded while it still runs"
+        )
+    return settings

@@ -1,0 +1,116 @@
+"""Error bodies in the caller's dialect, pre-encoded where the message is fixed.
+
+Relay routes answer in OpenAI's shape ``{"error": {"message", "type", "code"}}``; the
+management API in New API's ``{"success": false, "message": ...}`` (see relaygate.api).
+Messages never contain a key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+from aiohttp import web
+
+JSON = "application/json"
+
+
+@dataclass(eq=False)
+class RelayError(Exception):
+    """A refusal. Module-level instances are shared: whoever catches one must call
+    ``forget_traceback`` so that repeated raises do not chain tracebacks forever."""
+
+    status: int
+    message: str
+    type: str
+    code: str
+
+    def forget_traceback(self) -> None:
+        self.__traceback__ = None
+        self.__context__ = None
+        self.__cause__ = None
+
+    def response(self, request_id: str = "") -> web.Response:
+        message = f"{self.message} (request id: {request_id})" if request_id else self.message
+        body = orjson.dumps({"error": {"message": message, "type": self.type, "code": self.code}})
+        headers = {"X-Oneapi-Request-Id": request_id} if request_id else None
+        return web.Response(status=self.status, body=body, content_type=JSON, headers=headers)
+
+
+def _e(status: int, message: str, type_: str, code: str) -> RelayError:
+    return RelayError(status, message, type_, code)
+
+
+MISSING_KEY = _e(
+    401,
+    "You didn't provide an API key. Pass it as 'Authorization: Bearer sk-...'.",
+    "invalid_request_error",
+    "missing_api_key",
+)
+INVALID_KEY = _e(401, "Invalid token: no such API key.", "invalid_request_error", "invalid_api_key")
+TOKEN_DISABLED = _e(401, "This token has been disabled.", "invalid_request_error", "token_disabled")
+TOKEN_EXPIRED = _e(401, "This token has expired.", "invalid_request_error", "token_expired")
+TOKEN_DELETED = _e(401, "Invalid token: no such API key.", "invalid_request_error", "invalid_api_key")
+USER_DISABLED = _e(403, "User has been banned.", "permission_error", "user_disabled")
+IP_DENIED = _e(
+    403, "Your IP is not in the token's allowed list.", "permission_error", "access_denied"
+)
+TOKEN_EXHAUSTED = _e(
+    429, "This token's quota has been used up.", "insufficient_quota", "insufficient_quota"
+)
+TOKEN_QUOTA = _e(
+    429,
+    "This token does not have enough quota left for this request.",
+    "insufficient_quota",
+    "insufficient_quota",
+)
+USER_QUOTA = _e(
+    429,
+    "Your account does not have enough quota left for this request.",
+    "insufficient_quota",
+    "insufficient_user_quota",
+)
+DAILY_QUOTA = _e(
+    429, "This token's daily quota is used up.", "insufficient_quota", "daily_quota_exceeded"
+)
+MONTHLY_QUOTA = _e(
+    429, "This token's monthly quota is used up.", "insufficient_quota", "monthly_quota_exceeded"
+)
+UPSTREAM_UNREACHABLE = _e(
+    502, "The upstream channel could not be reached; nothing was charged.", "upstream_error", "bad_gateway"
+)
+LEDGER_UNAVAILABLE = _e(
+    503, "The quota ledger is unavailable; try again shortly.", "server_error", "ledger_unavailable"
+)
+METADATA_UNAVAILABLE = _e(
+    503,
+    "Token settings changed and cannot be reloaded right now; try again shortly.",
+    "server_error",
+    "metadata_unavailable",
+)
+
+
+def bad_request(message: str, code: str = "invalid_request") -> RelayError:
+    return _e(400, message, "invalid_request_error", code)
+
+
+def model_not_allowed(model: str) -> RelayError:
+    return _e(403, f"This token has no access to model {model}.", "permission_error", "model_not_allowed")
+
+
+def no_channel(group: str, model: str) -> RelayError:
+    return _e(
+        503,
+        f"No available channel for model {model} in group {group}.",
+        "server_error",
+        "model_not_found",
+    )
+
+
+def model_price_missing(model: str) -> RelayError:
+    return _e(
+        400,
+        f"Model {model} has no price configured; ask an administrator to set its ratio.",
+        "invalid_request_error",
+        "model_price_error",
+    )

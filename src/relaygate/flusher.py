@@ -1,0 +1,249 @@
+"""The flusher: usage events from the Redis streams into PostgreSQL, exactly once.
+
+Per round: read a batch across every shard's stream (XREADGROUP, group ``flushers``), write
+it in ONE PostgreSQL transaction (insert ... on conflict do nothing returning; add only the
+returned rows' quota to the totals), commit, then XACK + XDEL. A flusher killed before the
+commit leaves the entries pending: another flusher claims them with XAUTOCLAIM once idle, or
+the same consumer re-reads them. One killed after the commit gets them redelivered and the
+unique key skips them. While PostgreSQL is down, entries wait in Redis (pending) and the
+flusher retries with backoff.
+
+The flusher also runs the reaper: reservations whose deadline passed without a settle
+(their relay died mid-request) are refunded atomically (reap.lua).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+import asyncpg
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from relaygate import ledger
+from relaygate.config import Settings
+from relaygate.keys import STREAM_GROUP, KeyScheme
+from relaygate.ledger import Scripts
+from relaygate.store.logs import PartitionKeeper, UsageRow, write_batch
+
+log = logging.getLogger(__name__)
+
+REAP_INTERVAL = 5.0
+REAP_PAGE = 500
+MAX_BACKOFF = 10.0
+
+Entry = tuple[str, bytes, dict[bytes, bytes] | None]  # (stream, entry id, fields)
+
+
+def row_from_fields(f: dict[bytes, bytes]) -> UsageRow:
+    """Raises KeyError/ValueError on a malformed event (sent to the dead-letter stream)."""
+
+    def s(name: bytes) -> str:
+        return f.get(name, b"").decode()
+
+    return UsageRow(
+        request_id=f[b"rid"].decode(),
+        created_at=int(f[b"ts"]),
+        user_id=int(f[b"user"]),
+        username=s(b"uname"),
+        token_id=int(f[b"token"]),
+        token_name=s(b"tname"),
+        model_name=s(b"model"),
+        channel_id=int(f.get(b"chan", b"0")),
+        group=s(b"group"),
+        quota=int(f[b"quota"]),
+        prompt_tokens=int(f.get(b"pt", b"0")),
+        completion_tokens=int(f.get(b"ct", b"0")),
+        use_time_ms=int(f.get(b"lat", b"0")),
+        is_stream=f.get(b"stream") == b"1",
+        ip=s(b"ip"),
+        content="usage estimated: upstream reported none" if b'"estimated":true' in f.get(b"other", b"") else "",
+        other=s(b"other"),
+    )
+
+
+class Flusher:
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, redis: Redis, scripts: Scripts) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.redis = redis
+        self.scripts = scripts
+        self.keys = KeyScheme(settings.key_prefix, settings.shards)
+        self.streams = self.keys.streams()
+        self.consumer = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
+        self.partitions = PartitionKeeper()
+        self._own_pending = True  # start by re-reading anything already ours
+        self._last_claim = 0.0
+        self._last_reap = 0.0
+        self.flushed = 0
+        self.reaped = 0
+
+    async def setup(self) -> None:
+        for stream in self.streams:
+            try:
+                await self.redis.xgroup_create(stream, STREAM_GROUP, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.setup()
+        backoff = 0.1
+        while not stop.is_set():
+            try:
+                await self.round()
+                backoff = 0.1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                expected = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, RedisError, asyncio.TimeoutError)
+                if isinstance(exc, expected):
+                    log.warning("flush round failed (%s: %s); retrying in %.1fs", type(exc).__name__, exc, backoff)
+                else:
+                    log.exception("flush round failed unexpectedly; retrying in %.1fs", backoff)
+                self._own_pending = True
+                try:
+                    await asyncio.wait_for(stop.wait(), backoff)
+                except asyncio.TimeoutError:
+                    pass
+                backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def round(self) -> int:
+        """One read-write-ack cycle; returns how many entries were handled."""
+        now = time.monotonic()
+        if now - self._last_claim >= self.settings.flush_claim_idle_ms / 2000:
+            self._last_claim = now
+            if await self.claim_abandoned():
+                self._own_pending = True
+        if now - self._last_reap >= REAP_INTERVAL:
+            self._last_reap = now
+            await self.reap()
+        entries = await self.read()
+        if not entries:
+            return 0
+        await self.write(entries)
+        await self.ack(entries)
+        return len(entries)
+
+    async def read(self) -> list[Entry]:
+        if self._own_pending:
+            reply = await self.redis.xreadgroup(
+                STREAM_GROUP,
+                self.consumer,
+                {s: "0" for s in self.streams},
+                count=self.settings.flush_batch,
+            )
+            entries = _flatten(reply)
+            if entries:
+                return entries
+            self._own_pending = False
+        reply = await self.redis.xreadgroup(
+            STREAM_GROUP,
+            self.consumer,
+            {s: ">" for s in self.streams},
+            count=self.settings.flush_batch,
+            block=self.settings.flush_block_ms,
+        )
+        return _flatten(reply)
+
+    async def write(self, entries: list[Entry]) -> None:
+        rows: list[UsageRow] = []
+        dead: list[Entry] = []
+        for entry in entries:
+            fields = entry[2]
+            if fields is None:
+                continue  # deleted before we got to it: nothing to write
+            try:
+                rows.append(row_from_fields(fields))
+            except (KeyError, ValueError):
+                dead.append(entry)
+        for stream, entry_id, fields in dead:
+            log.error("malformed usage event %s in %s moved to the dead-letter stream", entry_id, stream)
+            await self.redis.xadd(f"{stream}:dead", {k: v for k, v in (fields or {}).items()} or {"empty": "1"})
+        if not rows:
+            return
+        async with self.pool.acquire() as conn:
+            await self.partitions.ensure(conn, [r.created_at for r in rows])
+            new = await write_batch(conn, rows)
+        self.flushed += new
+        if new != len(rows):
+            log.info("skipped %d already-recorded events (redelivery)", len(rows) - new)
+
+    async def ack(self, entries: list[Entry]) -> None:
+        by_stream: dict[str, list[bytes]] = {}
+        for stream, entry_id, _ in entries:
+            by_stream.setdefault(stream, []).append(entry_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for stream, ids in by_stream.items():
+                pipe.xack(stream, STREAM_GROUP, *ids)
+                pipe.xdel(stream, *ids)
+            await pipe.execute()
+
+    async def claim_abandoned(self) -> bool:
+        """Take over entries another (dead) flusher left pending for too long."""
+        claimed_any = False
+        for stream in self.streams:
+            start = "0-0"
+            while True:
+                reply = await self.redis.xautoclaim(
+                    stream,
+                    STREAM_GROUP,
+                    self.consumer,
+                    min_idle_time=self.settings.flush_claim_idle_ms,
+                    start_id=start,
+                    count=self.settings.flush_batch,
+                )
+                next_start, ids = reply[0], reply[1]
+                if ids:
+                    claimed_any = True
+                    log.info("claimed %d abandoned entries from %s", len(ids), stream)
+                if next_start in (b"0-0", "0-0"):
+                    break
+                start = next_start.decode() if isinstance(next_start, bytes) else next_start
+        return claimed_any
+
+    async def reap(self) -> int:
+        """Refund reservations whose relay never settled them."""
+        now = int(time.time())
+        refunded = 0
+        for shard in range(self.settings.shards):
+            zkey = self.keys.reservations_of_shard(shard)
+            members = await self.redis.zrangebyscore(zkey, "-inf", now, start=0, num=REAP_PAGE)
+            for raw in members:
+                member = raw.decode() if isinstance(raw, bytes) else str(raw)
+                try:
+                    _rid, tok, user, day, month, amount = ledger.parse_reservation_member(member)
+                except ValueError:
+                    log.error("malformed reservation %r removed", member)
+                    await self.redis.zrem(zkey, raw)
+                    continue
+                keys = (
+                    self.keys.token(user, tok),
+                    self.keys.user(user),
+                    self.keys.token_day(user, tok, day),
+                    self.keys.token_month(user, tok, month),
+                    zkey,
+                )
+                if await ledger.reap(self.scripts, self.redis, keys, member, amount):
+                    refunded += 1
+        if refunded:
+            log.warning("refunded %d reservations left by relays that died mid-request", refunded)
+        self.reaped += refunded
+        return refunded
+
+
+def _flatten(reply: Any) -> list[Entry]:
+    out: list[Entry] = []
+    if not reply:
+        return out
+    for stream, items in reply:
+        name = stream.decode() if isinstance(stream, bytes) else stream
+        for entry_id, fields in items:
+            out.append((name, entry_id, fields or None))
+    return out
+

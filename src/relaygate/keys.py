@@ -1,0 +1,91 @@
+"""The Redis key scheme (DESIGN.md "Redis keys"), in one place.
+
+Every key a script touches carries the hash tag of the owning user's shard
+(``{s}``, ``s = user_id mod SHARDS``), so each script's keys share one slot and
+run unchanged on Redis Cluster. No other module builds a key name by hand.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+STREAM_GROUP = "flushers"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyScheme:
+    prefix: str
+    shards: int
+
+    def shard_of(self, user_id: int) -> int:
+        return user_id % self.shards
+
+    def _base(self, user_id: int) -> str:
+        return f"{self.prefix}:{{{user_id % self.shards}}}"
+
+    def token(self, user_id: int, token_id: int) -> str:
+        return f"{self._base(user_id)}:tok:{token_id}"
+
+    def user(self, user_id: int) -> str:
+        return f"{self._base(user_id)}:user:{user_id}"
+
+    def token_day(self, user_id: int, token_id: int, day: str) -> str:
+        return f"{self.token(user_id, token_id)}:d:{day}"
+
+    def token_month(self, user_id: int, token_id: int, month: str) -> str:
+        return f"{self.token(user_id, token_id)}:m:{month}"
+
+    def orphans(self, user_id: int) -> str:
+        """Counts of usage events settled while the token's or user's hash was missing."""
+        return f"{self._base(user_id)}:orphans"
+
+    def reservations(self, user_id: int) -> str:
+        return self.reservations_of_shard(user_id % self.shards)
+
+    def reservations_of_shard(self, shard: int) -> str:
+        """Open reservations (zset scored by deadline), refunded by the reaper if never settled."""
+        return f"{self.prefix}:{{{shard}}}:resv"
+
+    def stream_of_user(self, user_id: int) -> str:
+        return self.stream(user_id % self.shards)
+
+    def stream(self, shard: int) -> str:
+        return f"{self.prefix}:{{{shard}}}:usage"
+
+    def streams(self) -> list[str]:
+        return [self.stream(s) for s in range(self.shards)]
+
+    @property
+    def inval_channel(self) -> str:
+        return f"{self.prefix}:inval"
+
+    def pattern(self) -> str:
+        """Glob matching every key of this scheme (for tests and operator tooling)."""
+        return f"{self.prefix}:*"
+
+
+def day_and_month(now: float | None = None) -> tuple[str, str]:
+    """UTC period labels used by the daily and monthly token quotas."""
+    t = time.gmtime(now if now is not None else time.time())
+    return f"{t.tm_year:04d}{t.tm_mon:02d}{t.tm_mday:02d}", f"{t.tm_year:04d}{t.tm_mon:02d}"
+
+
+# Time-to-live of period counters: long enough to outlive their period.
+DAY_TTL_SECONDS = 2 * 86400
+MONTH_TTL_SECONDS = 32 * 86400
+
+
+def msg_token(token_id: int) -> str:
+    return f"tok:{token_id}"
+
+
+def msg_user(user_id: int) -> str:
+    return f"user:{user_id}"
+
+
+def msg_channel(channel_id: int) -> str:
+    return f"chan:{channel_id}"
+
+
+INVAL_OPTIONS = "opt:*"

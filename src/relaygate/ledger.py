@@ -1,0 +1,217 @@
+"""The Python face of the Lua ledger scripts (reserve, settle, sync).
+
+Scripts are package files read once, registered by SHA and called with EVALSHA; on
+``NOSCRIPT`` (a ``SCRIPT FLUSH`` or a restarted Redis) the script is loaded again and the
+call retried, so no request fails for it. The connection is anything with redis-py's
+``execute_command`` (the ordinary pool, or the hot path's auto-pipelined connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Protocol
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+
+
+class Executor(Protocol):
+    async def execute_command(self, *args: Any, **options: Any) -> Any: ...
+
+
+class Code(enum.IntEnum):
+    OK = 0
+    TOKEN_MISSING = 1
+    USER_MISSING = 2
+    STALE = 3
+    TOKEN_DISABLED = 10
+    TOKEN_EXPIRED = 11
+    TOKEN_EXHAUSTED = 12
+    TOKEN_DELETED = 13
+    USER_DISABLED = 20
+    TOKEN_QUOTA = 30
+    USER_QUOTA = 31
+    DAILY_QUOTA = 32
+    MONTHLY_QUOTA = 33
+
+
+# Token status values (New API) plus our tombstone for soft-deleted tokens.
+STATUS_ENABLED = 1
+STATUS_DISABLED = 2
+STATUS_EXPIRED = 3
+STATUS_EXHAUSTED = 4
+STATUS_DELETED = 9
+
+
+class Script:
+    """One Lua file, addressed by SHA; reloaded transparently on NOSCRIPT."""
+
+    __slots__ = ("body", "name", "sha")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.body = resources.files("relaygate").joinpath(f"lua/{name}.lua").read_bytes()
+        self.sha = hashlib.sha1(self.body).hexdigest()
+
+    async def __call__(self, conn: Executor, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return await conn.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            pass
+        except ResponseError as exc:  # some clients do not map NOSCRIPT to NoScriptError
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+        await conn.execute_command("SCRIPT", "LOAD", self.body)
+        return await conn.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+
+
+@dataclass(frozen=True, slots=True)
+class Scripts:
+    reserve: Script
+    settle: Script
+    sync: Script
+    reap: Script
+
+    @classmethod
+    def load(cls) -> Scripts:
+        return cls(
+            reserve=Script("reserve"),
+            settle=Script("settle"),
+            sync=Script("sync"),
+            reap=Script("reap"),
+        )
+
+    async def preload(self, conn: Executor) -> None:
+        for script in (self.reserve, self.settle, self.sync, self.reap):
+            await conn.execute_command("SCRIPT", "LOAD", script.body)
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    code: Code
+    ver: int
+    amount: int
+    clamp_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveRequest:
+    """Everything the reserve script needs besides the keys."""
+
+    cached_ver: int
+    now: int
+    base: int
+    per_token_micro: int
+    want_tokens: int
+    full_tokens: int
+    clamp: bool
+    member_prefix: str  # "<rid>|<token>|<user>|<day>|<month>"
+    deadline: int
+
+
+async def reserve(
+    scripts: Scripts, conn: Executor, keys: Sequence[str], req: ReserveRequest, ttls: tuple[int, int]
+) -> Reservation:
+    raw = await scripts.reserve(
+        conn,
+        keys,
+        (
+            req.cached_ver,
+            req.now,
+            req.base,
+            req.per_token_micro,
+            req.want_tokens,
+            req.full_tokens,
+            1 if req.clamp else 0,
+            ttls[0],
+            ttls[1],
+            req.member_prefix,
+            req.deadline,
+        ),
+    )
+    return Reservation(Code(int(raw[0])), int(raw[1]), int(raw[2]), int(raw[3]))
+
+
+SETTLE_RETRIES = 3
+
+
+async def settle(
+    scripts: Scripts,
+    conn: Executor,
+    keys: Sequence[str],
+    reserved: int,
+    actual: int,
+    orphan_fields: tuple[str, str],
+    member: str,
+    event: Sequence[Any] | None,
+) -> tuple[int, bool]:
+    """Charge ``actual`` against ``reserved``; with ``event`` (flat field/value list) append it.
+
+    A lost reply (connection dropped) is retried with the retry flag: the script then does
+    nothing if the first attempt already ran, so a settle is applied exactly once.
+    Returns (charged, capped).
+    """
+    log_flag = 1 if event is not None else 0
+    tail: list[Any] = [*orphan_fields, member]
+    if event is not None:
+        tail.extend(event)
+    for attempt in range(SETTLE_RETRIES + 1):
+        flags = log_flag | (2 if attempt else 0)
+        try:
+            raw = await scripts.settle(conn, keys, [reserved, actual, flags, *tail])
+        except RedisConnectionError:
+            if attempt == SETTLE_RETRIES:
+                raise
+            await asyncio.sleep(0.05 * (attempt + 1))
+            continue
+        return int(raw[0]), bool(int(raw[1]))
+    raise AssertionError("unreachable")
+
+
+async def sync(
+    scripts: Scripts,
+    conn: Executor,
+    hash_key: str,
+    orphans_key: str,
+    mode: str,
+    ver: int,
+    orphan_field: str,
+    orphans_seen: int,
+    fields: dict[str, int | str],
+) -> int:
+    flat: list[Any] = []
+    for name, value in fields.items():
+        flat.extend((name, value))
+    raw = await scripts.sync(
+        conn, (hash_key, orphans_key), (mode, ver, orphan_field, orphans_seen, *flat)
+    )
+    return int(raw)
+
+
+def reservation_member(prefix: str, amount: int) -> str:
+    return f"{prefix}|{amount}"
+
+
+def parse_reservation_member(member: str) -> tuple[str, int, int, str, str, int]:
+    """(rid, token_id, user_id, day, month, amount) of a zset member written by reserve.lua."""
+    rid, tok, user, day, month, amount = member.split("|")
+    return rid, int(tok), int(user), day, month, int(amount)
+
+
+async def reap(
+    scripts: Scripts, conn: Executor, keys: Sequence[str], member: str, amount: int
+) -> bool:
+    return bool(int(await scripts.reap(conn, keys, (member, amount))))
+
+
+def token_orphan_field(token_id: int) -> str:
+    return f"t{token_id}"
+
+
+def user_orphan_field(user_id: int) -> str:
+    return f"u{user_id}"

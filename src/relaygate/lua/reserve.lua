@@ -1,0 +1,97 @@
+-- reserve.lua: check a token and its user, then reserve quota, all or nothing.
+--
+-- KEYS[1] token hash   rg:{s}:tok:<id>     (limit, used, unlimited, status, expires, ver, dlimit, mlimit)
+-- KEYS[2] user hash    rg:{s}:user:<id>    (limit, used, status)
+-- KEYS[3] day counter  rg:{s}:tok:<id>:d:<YYYYMMDD>
+-- KEYS[4] month counter rg:{s}:tok:<id>:m:<YYYYMM>
+-- KEYS[5] open reservations rg:{s}:resv (zset: member "<rid>|<tok>|<user>|<day>|<month>|<amount>",
+--         score = deadline); settle removes the member, the reaper refunds what is left
+-- ARGV[1] cached metadata version (0 = do not compare)
+-- ARGV[2] now, unix seconds
+-- ARGV[3] base: integer quota units charged whatever the output (prompt estimate or per-call price)
+-- ARGV[4] per_token_micro: quota units per completion token, times 1e6 (integer; 0 = per-call price)
+-- ARGV[5] want: completion tokens to reserve when the quota is ample
+-- ARGV[6] full: completion tokens the answer may reach (client max_tokens or model maximum)
+-- ARGV[7] clamp: 1 = when the room cannot cover `full`, reserve all that is affordable and
+--         return that many tokens as the upstream max_tokens; 0 = reserve `want` or refuse
+-- ARGV[8] day counter TTL, ARGV[9] month counter TTL (seconds)
+-- ARGV[10] reservation member prefix "<rid>|<tok>|<user>|<day>|<month>", ARGV[11] its deadline
+--
+-- Returns {code, ver, amount, clamp_tokens}. Codes (relaygate.ledger.Code):
+--   0 ok; 1 token hash missing; 2 user hash missing; 3 stale metadata (ver differs);
+--   10 token disabled; 11 token expired; 12 token exhausted; 13 token deleted; 20 user disabled;
+--   30 token quota; 31 user quota; 32 daily quota; 33 monthly quota.
+-- Amounts are integer quota units (500000 = $1).
+
+local t = redis.call('HMGET', KEYS[1], 'limit', 'used', 'unlimited', 'status', 'expires', 'ver', 'dlimit', 'mlimit')
+if not t[4] then return {1, 0, 0, 0} end
+local status = tonumber(t[4])
+local ver = tonumber(t[6]) or 0
+if status == 9 then return {13, ver, 0, 0} end
+if status == 2 then return {10, ver, 0, 0} end
+if status == 3 then return {11, ver, 0, 0} end
+if status == 4 then return {12, ver, 0, 0} end
+if status ~= 1 then return {10, ver, 0, 0} end
+local expires = tonumber(t[5]) or -1
+if expires ~= -1 and expires < tonumber(ARGV[2]) then return {11, ver, 0, 0} end
+local cached = tonumber(ARGV[1])
+if cached ~= 0 and cached ~= ver then return {3, ver, 0, 0} end
+
+local u = redis.call('HMGET', KEYS[2], 'limit', 'used', 'status')
+if not u[3] then return {2, ver, 0, 0} end
+if tonumber(u[3]) ~= 1 then return {20, ver, 0, 0} end
+
+-- room: the smallest of what the token, the user and the period quotas have left
+local room = tonumber(u[1]) - tonumber(u[2])
+local reason = 31
+if tonumber(t[3]) ~= 1 then
+  local troom = tonumber(t[1]) - tonumber(t[2])
+  if troom < room then room = troom; reason = 30 end
+end
+local dlimit = tonumber(t[7]) or 0
+if dlimit > 0 then
+  local droom = dlimit - (tonumber(redis.call('GET', KEYS[3])) or 0)
+  if droom < room then room = droom; reason = 32 end
+end
+local mlimit = tonumber(t[8]) or 0
+if mlimit > 0 then
+  local mroom = mlimit - (tonumber(redis.call('GET', KEYS[4])) or 0)
+  if mroom < room then room = mroom; reason = 33 end
+end
+
+local base = tonumber(ARGV[3])
+local ptm = tonumber(ARGV[4])
+local want = tonumber(ARGV[5])
+local full = tonumber(ARGV[6])
+local function cost(tokens)
+  return base + math.floor((tokens * ptm + 999999) / 1000000)
+end
+
+local amount
+local clamp_tokens = 0
+if ptm == 0 then
+  if room < base then return {reason, ver, 0, 0} end
+  amount = base
+elseif room >= cost(full) then
+  amount = cost(want)
+elseif tonumber(ARGV[7]) == 1 then
+  local affordable = math.floor((room - base) * 1000000 / ptm)
+  if affordable < 1 then return {reason, ver, 0, 0} end
+  if affordable > full then affordable = full end
+  clamp_tokens = affordable
+  amount = cost(affordable)
+else
+  amount = cost(want)
+  if room < amount then return {reason, ver, 0, 0} end
+end
+
+if amount > 0 then
+  redis.call('HINCRBY', KEYS[1], 'used', amount)
+  redis.call('HINCRBY', KEYS[2], 'used', amount)
+end
+redis.call('INCRBY', KEYS[3], amount)
+redis.call('EXPIRE', KEYS[3], tonumber(ARGV[8]))
+redis.call('INCRBY', KEYS[4], amount)
+redis.call('EXPIRE', KEYS[4], tonumber(ARGV[9]))
+redis.call('ZADD', KEYS[5], tonumber(ARGV[11]), ARGV[10] .. '|' .. amount)
+return {0, ver, amount, clamp_tokens}

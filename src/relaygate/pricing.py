@@ -1,0 +1,187 @@
+"""New API's quota formula, the default price table, and reservation sizing.
+
+500,000 quota units = $1. A per-token model is charged
+``(prompt + completion x completion_ratio) x model_ratio x group_ratio`` truncated (at least 1
+when the ratios are not zero); a per-call model ``price_usd x 500000 x group_ratio``.
+Computation uses Decimal so that the charge is exactly New API's, not a float approximation.
+
+Operators override the tables through the ``options`` rows ``ModelRatio``, ``CompletionRatio``,
+``ModelPrice`` and ``GroupRatio`` (New API's option names, JSON objects).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, ROUND_DOWN, Decimal
+
+import orjson
+
+QUOTA_PER_UNIT = 500_000  # quota units per USD
+MICRO = 1_000_000
+
+# model -> (model_ratio, completion_ratio, max output tokens)
+DEFAULT_MODELS: dict[str, tuple[float, float, int]] = {
+    "gpt-4o": (1.25, 4, 16384),
+    "gpt-4o-2024-08-06": (1.25, 4, 16384),
+    "gpt-4o-mini": (0.075, 4, 16384),
+    "gpt-4.1": (1.0, 4, 32768),
+    "gpt-4.1-mini": (0.2, 4, 32768),
+    "gpt-4.1-nano": (0.05, 4, 32768),
+    "gpt-4-turbo": (5, 3, 4096),
+    "gpt-4": (15, 2, 8192),
+    "gpt-3.5-turbo": (0.25, 3, 4096),
+    "o1": (7.5, 4, 100000),
+    "o1-mini": (0.55, 4, 65536),
+    "o3-mini": (0.55, 4, 100000),
+    "claude-3-5-sonnet-20241022": (1.5, 5, 8192),
+    "claude-3-7-sonnet-20250219": (1.5, 5, 64000),
+    "claude-3-5-haiku-20241022": (0.4, 5, 8192),
+    "claude-sonnet-4-20250514": (1.5, 5, 64000),
+    "gemini-2.0-flash": (0.05, 4, 8192),
+    "gemini-1.5-pro": (0.625, 4, 8192),
+    "gemini-2.5-pro": (0.625, 8, 65536),
+    "deepseek-chat": (0.135, 4, 8192),
+    "deepseek-reasoner": (0.275, 4, 65536),
+    "text-embedding-3-small": (0.01, 1, 0),
+    "text-embedding-3-large": (0.065, 1, 0),
+    "text-embedding-ada-002": (0.05, 1, 0),
+}
+# model -> USD per call
+DEFAULT_MODEL_PRICES: dict[str, float] = {"dall-e-3": 0.04, "gpt-image-1": 0.04}
+DEFAULT_GROUP_RATIOS: dict[str, float] = {"default": 1, "vip": 1, "svip": 1}
+DEFAULT_MAX_OUTPUT = 16384
+
+
+def _dec(value: float | int | str) -> Decimal:
+    return Decimal(str(value))
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPricing:
+    model_ratio: Decimal
+    completion_ratio: Decimal
+    per_call_usd: Decimal | None
+    max_output: int
+
+    @property
+    def is_per_call(self) -> bool:
+        return self.per_call_usd is not None
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationPlan:
+    """Integer inputs of the reserve script for one request."""
+
+    base: int
+    per_token_micro: int
+
+
+class PriceBook:
+    """Resolved price tables; immutable, replaced whole when options change."""
+
+    def __init__(
+        self,
+        models: Mapping[str, tuple[float, float, int]] | None = None,
+        prices: Mapping[str, float] | None = None,
+        groups: Mapping[str, float] | None = None,
+    ) -> None:
+        self._models = {
+            name: (_dec(r), _dec(c), int(m)) for name, (r, c, m) in (models or DEFAULT_MODELS).items()
+        }
+        self._prices = {name: _dec(p) for name, p in (prices or DEFAULT_MODEL_PRICES).items()}
+        self._groups = {name: _dec(g) for name, g in (groups or DEFAULT_GROUP_RATIOS).items()}
+        self._cache: dict[str, ModelPricing | None] = {}
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, str]) -> PriceBook:
+        """Defaults overlaid with New API option rows; a malformed row raises ValueError."""
+        models = dict(DEFAULT_MODELS)
+        ratios = _json_map(options, "ModelRatio")
+        completions = _json_map(options, "CompletionRatio")
+        for name, ratio in ratios.items():
+            _, comp, max_out = models.get(name, (0, 1, DEFAULT_MAX_OUTPUT))
+            models[name] = (ratio, comp, max_out)
+        for name, comp in completions.items():
+            ratio, _, max_out = models.get(name, (0, 1, DEFAULT_MAX_OUTPUT))
+            if name in models or name in ratios:
+                models[name] = (ratio, comp, max_out)
+        prices = {**DEFAULT_MODEL_PRICES, **_json_map(options, "ModelPrice")}
+        groups = _json_map(options, "GroupRatio") or dict(DEFAULT_GROUP_RATIOS)
+        return cls(models, prices, groups)
+
+    def model(self, name: str) -> ModelPricing | None:
+        try:
+            return self._cache[name]
+        except KeyError:
+            pass
+        found: ModelPricing | None = None
+        if name in self._prices:
+            found = ModelPricing(Decimal(0), Decimal(1), self._prices[name], 0)
+        elif name in self._models:
+            ratio, comp, max_out = self._models[name]
+            found = ModelPricing(ratio, comp, None, max_out or DEFAULT_MAX_OUTPUT)
+        self._cache[name] = found
+        return found
+
+    def group_ratio(self, group: str) -> Decimal:
+        return self._groups.get(group, Decimal(1))
+
+    def has_group(self, group: str) -> bool:
+        return group in self._groups
+
+    def models(self) -> list[str]:
+        return sorted({*self._models, *self._prices})
+
+
+def _json_map(options: Mapping[str, str], key: str) -> dict[str, float]:
+    raw = options.get(key)
+    if not raw:
+        return {}
+    data = orjson.loads(raw)
+    if not isinstance(data, dict) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in data.values()
+    ):
+        raise ValueError(f"option {key} must be a JSON object of non-negative numbers")
+    return {str(k): float(v) for k, v in data.items()}
+
+
+def charge(pricing: ModelPricing, group_ratio: Decimal, prompt: int, completion: int) -> int:
+    """The final quota of one request, exactly as New API computes it."""
+    if pricing.per_call_usd is not None:
+        return int((pricing.per_call_usd * QUOTA_PER_UNIT * group_ratio).to_integral(ROUND_DOWN))
+    factor = pricing.model_ratio * group_ratio
+    quota = int(
+        ((Decimal(prompt) + Decimal(completion) * pricing.completion_ratio) * factor).to_integral(
+            ROUND_DOWN
+        )
+    )
+    if factor != 0 and quota <= 0:
+        return 1
+    return quota
+
+
+def plan(pricing: ModelPricing, group_ratio: Decimal, prompt_estimate: int) -> ReservationPlan:
+    """Integer reservation inputs that bound ``charge`` from above for any answer length.
+
+    base covers the prompt (rounded up), per_token_micro one completion token in millionths
+    of a unit (rounded up), so base + ceil(n x per_token_micro / 1e6) >= charge(prompt, n).
+    """
+    if pricing.per_call_usd is not None:
+        return ReservationPlan(charge(pricing, group_ratio, 0, 0), 0)
+    factor = pricing.model_ratio * group_ratio
+    base = int((Decimal(prompt_estimate) * factor).to_integral(ROUND_CEILING))
+    if factor != 0:
+        base = max(base, 1)
+    per_token = (pricing.completion_ratio * factor * MICRO).to_integral(ROUND_CEILING)
+    return ReservationPlan(base, int(per_token))
+
+
+def reservation_cost(p: ReservationPlan, tokens: int) -> int:
+    """What the reserve script charges for ``tokens`` completion tokens (same rounding)."""
+    return p.base + math.ceil(tokens * p.per_token_micro / MICRO) if p.per_token_micro else p.base
+
+
+def usd(quota: int) -> float:
+    return quota / QUOTA_PER_UNIT

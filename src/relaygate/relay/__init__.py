@@ -1,0 +1,1 @@
+"""Relay routes: OpenAI-compatible (and Claude/Gemini key sources) with quota accounting."""

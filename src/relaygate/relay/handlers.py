@@ -1,0 +1,588 @@
+"""The hot path (DESIGN.md "The hot path"): key -> cached metadata -> in-memory checks ->
+one reserve EVALSHA -> forward (streaming passes bytes through) -> one settle EVALSHA.
+
+No PostgreSQL round trip on a warm cache. Every exit after a successful reservation goes
+through exactly one settle (charge, or refund with ``actual = 0``); a request whose relay
+dies before settling is refunded by the reaper once its reservation deadline passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from relaygate import errors, ledger
+from relaygate.cache import TokenMeta
+from relaygate.channels import Channel
+from relaygate.credentials import hash_secret
+from relaygate.errors import RelayError
+from relaygate.keys import DAY_TTL_SECONDS, MONTH_TTL_SECONDS, day_and_month
+from relaygate.ledger import Code, ReserveRequest
+from relaygate.pricing import ModelPricing, charge, plan
+from relaygate.relay.auth import IPAddress, client_ip, extract_key
+from relaygate.relay.sse import SSEUsageFilter
+from relaygate.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+RUNTIME: web.AppKey[Runtime] = web.AppKey("relaygate.runtime", Runtime)
+
+IMAGE_TOKEN_BOUND = 1500  # prompt tokens one image may cost (gpt-4o high detail, 2048 px)
+MAX_RESERVE_ROUNDS = 4
+MAX_CHANNEL_ATTEMPTS = 2
+JSON_CT = "application/json"
+
+_CODE_ERRORS: dict[Code, RelayError] = {
+    Code.TOKEN_DISABLED: errors.TOKEN_DISABLED,
+    Code.TOKEN_EXPIRED: errors.TOKEN_EXPIRED,
+    Code.TOKEN_EXHAUSTED: errors.TOKEN_EXHAUSTED,
+    Code.TOKEN_DELETED: errors.TOKEN_DELETED,
+    Code.USER_DISABLED: errors.USER_DISABLED,
+    Code.TOKEN_QUOTA: errors.TOKEN_QUOTA,
+    Code.USER_QUOTA: errors.USER_QUOTA,
+    Code.DAILY_QUOTA: errors.DAILY_QUOTA,
+    Code.MONTHLY_QUOTA: errors.MONTHLY_QUOTA,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """How one OpenAI route is priced and sized."""
+
+    path: str
+    max_field: str | None  # the request field that bounds the output, if any
+    default_output: int | None  # None = the settings' allowance; 0 = no output tokens
+    streams: bool
+
+
+CHAT = Endpoint("/v1/chat/completions", "max_tokens", None, True)
+COMPLETIONS = Endpoint("/v1/completions", "max_tokens", 16, True)
+EMBEDDINGS = Endpoint("/v1/embeddings", None, 0, False)
+IMAGES = Endpoint("/v1/images/generations", None, 0, False)
+
+
+def new_request_id() -> str:
+    """Unique and time-ordered: nanosecond clock then 32 random bits, in hex."""
+    return f"{time.time_ns():016x}{os.urandom(4).hex()}"
+
+
+@dataclass(slots=True)
+class Job:
+    """One admitted request: what was reserved, and everything the usage event needs."""
+
+    rid: str
+    meta: TokenMeta
+    model: str
+    pricing: ModelPricing
+    group_ratio: Decimal
+    prompt_bound: int
+    body_bytes: int
+    reserved: int
+    ledger_keys: tuple[str, str, str, str]
+    member: str
+    ip: str
+    t0: float
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    if not raw:
+        raise errors.bad_request("The request body is empty; send a JSON object.", "invalid_json")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise errors.bad_request(f"The request body is not valid JSON: {exc}", "invalid_json") from None
+    if not isinstance(body, dict):
+        raise errors.bad_request("The request body must be a JSON object.", "invalid_json")
+    return body
+
+
+def requested_model(body: dict[str, Any]) -> str:
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise errors.bad_request("'model' is required and must be a non-empty string.", "missing_model")
+    return model
+
+
+def output_bounds(
+    body: dict[str, Any], ep: Endpoint, pricing: ModelPricing, allowance: int
+) -> tuple[int, int, str | None]:
+    """(want, full, field): tokens to reserve normally, tokens the answer may reach, and which
+    request field carries the client's bound (``max_completion_tokens`` wins when given)."""
+    if ep.max_field is None or pricing.is_per_call:
+        return 0, 0, None
+    field = "max_completion_tokens" if "max_completion_tokens" in body else ep.max_field
+    n = body.get("n", 1)
+    if n is None:
+        n = 1
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 128:
+        raise errors.bad_request("'n' must be an integer between 1 and 128.", "invalid_n")
+    given = body.get(field)
+    if given is not None:
+        if not isinstance(given, int) or isinstance(given, bool) or given < 1:
+            raise errors.bad_request(f"'{field}' must be a positive integer.", f"invalid_{field}")
+        return given * n, given * n, field
+    if ep.default_output is not None:
+        return ep.default_output * n, ep.default_output * n, field
+    full = max(pricing.max_output, allowance)
+    return min(allowance, full) * n, full * n, field
+
+
+def check_scope(meta: TokenMeta, model: str, ip: IPAddress | None) -> None:
+    if meta.networks is not None and not meta.ip_allowed(ip):
+        raise errors.IP_DENIED
+    if meta.models is not None and model not in meta.models:
+        raise errors.model_not_allowed(model)
+
+
+async def confirmed_scope(
+    rt: Runtime, meta: TokenMeta, key_hash: bytes, model: str, ip: IPAddress | None
+) -> TokenMeta:
+    """Check IP and model in memory; before refusing, make sure the metadata is current.
+
+    A refusal is rare, so paying one HGET there buys "a re-scope is honoured on the very next
+    request" without any cost on the accepted path (where reserve's ``ver`` check guards).
+    """
+    try:
+        check_scope(meta, model, ip)
+        return meta
+    except RelayError:
+        try:
+            ver = await rt.hot.execute_command("HGET", meta.token_key, "ver")
+        except RedisError:
+            raise errors.LEDGER_UNAVAILABLE from None
+        if ver is None or int(ver) == meta.ver:
+            raise
+    fresh = await reload_meta(rt, key_hash)
+    check_scope(fresh, model, ip)
+    return fresh
+
+
+async def reload_meta(rt: Runtime, key_hash: bytes) -> TokenMeta:
+    try:
+        fresh = await rt.cache.load(key_hash)
+    except (OSError, asyncio.TimeoutError, RedisError) as exc:
+        log.warning("token metadata reload failed: %s", exc)
+        raise errors.METADATA_UNAVAILABLE from None
+    except Exception as exc:  # asyncpg errors have no common base worth importing here
+        log.warning("token metadata reload failed: %s", exc)
+        raise errors.METADATA_UNAVAILABLE from None
+    if fresh is None:
+        raise errors.INVALID_KEY
+    return fresh
+
+
+async def reserve(
+    rt: Runtime,
+    meta: TokenMeta,
+    key_hash: bytes,
+    model: str,
+    ip: IPAddress | None,
+    rid: str,
+    base: int,
+    per_token_micro: int,
+    want: int,
+    full: int,
+) -> tuple[TokenMeta, ledger.Reservation, tuple[str, str, str, str], str]:
+    """One EVALSHA on the warm path; rebuilds or reloads only when the script asks for it."""
+    for _ in range(MAX_RESERVE_ROUNDS):
+        now = int(time.time())
+        day, month = day_and_month(now)
+        keys = rt.keys
+        ledger_keys = (
+            meta.token_key,
+            meta.user_key,
+            keys.token_day(meta.user_id, meta.id, day),
+            keys.token_month(meta.user_id, meta.id, month),
+        )
+        prefix = f"{rid}|{meta.id}|{meta.user_id}|{day}|{month}"
+        req = ReserveRequest(
+            cached_ver=meta.ver,
+            now=now,
+            base=base,
+            per_token_micro=per_token_micro,
+            want_tokens=want,
+            full_tokens=full,
+            clamp=rt.settings.clamp_max_tokens,
+            member_prefix=prefix,
+            deadline=now + rt.settings.reservation_ttl,
+        )
+        try:
+            res = await ledger.reserve(
+                rt.scripts,
+                rt.hot,
+                (*ledger_keys, meta.resv_key),
+                req,
+                (DAY_TTL_SECONDS, MONTH_TTL_SECONDS),
+            )
+        except RedisError as exc:
+            log.error("reserve failed: %s", exc)
+            raise errors.LEDGER_UNAVAILABLE from None
+        if res.code == Code.OK:
+            return meta, res, ledger_keys, ledger.reservation_member(prefix, res.amount)
+        if res.code == Code.TOKEN_MISSING:
+            await _rebuild(rt.accounts.ensure_token(meta.id, meta.user_id))
+        elif res.code == Code.USER_MISSING:
+            await _rebuild(rt.accounts.ensure_user(meta.user_id))
+        elif res.code == Code.STALE:
+            fresh = await reload_meta(rt, key_hash)
+            if fresh.ver > res.ver:
+                # PostgreSQL is ahead of Redis (a writer died between its two steps): heal.
+                await _rebuild(rt.accounts.push_token(fresh.id))
+            elif fresh.ver < res.ver:
+                raise errors.METADATA_UNAVAILABLE
+            check_scope(fresh, model, ip)
+            meta = fresh
+        else:
+            raise _CODE_ERRORS.get(res.code, errors.TOKEN_DISABLED)
+    raise errors.METADATA_UNAVAILABLE
+
+
+async def _rebuild(coro: Any) -> None:
+    try:
+        await coro
+    except Exception as exc:
+        log.warning("ledger rebuild failed: %s", exc)
+        raise errors.LEDGER_UNAVAILABLE from None
+
+
+async def settle(
+    rt: Runtime,
+    job: Job,
+    actual: int,
+    event: list[Any] | None,
+) -> int:
+    """Exactly one per admitted request; shielded so a cancelled handler still settles."""
+    meta = job.meta
+    keys = (*job.ledger_keys, meta.stream_key, meta.orphans_key, meta.resv_key)
+    coro = ledger.settle(
+        rt.scripts,
+        rt.hot,
+        keys,
+        job.reserved,
+        actual,
+        (meta.token_orphan, meta.user_orphan),
+        job.member,
+        event,
+    )
+    try:
+        charged, _capped = await asyncio.shield(coro)
+    except RedisError as exc:
+        # The reservation stays open and the reaper refunds it; the event is lost only if
+        # Redis itself is gone, in which case the counters are gone with it.
+        log.error("settle failed for request %s: %s", job.rid, exc)
+        return 0
+    return charged
+
+
+def usage_event(
+    job: Job,
+    channel: Channel,
+    prompt: int,
+    completion: int,
+    stream: bool,
+    estimated: bool,
+) -> list[Any]:
+    meta = job.meta
+    other = orjson.dumps(
+        {
+            "model_ratio": float(job.pricing.model_ratio),
+            "completion_ratio": float(job.pricing.completion_ratio),
+            "group_ratio": float(job.group_ratio),
+            "model_price": float(job.pricing.per_call_usd) if job.pricing.per_call_usd else -1,
+            "estimated": estimated,
+            "reserved": job.reserved,
+        }
+    )
+    return [
+        "rid", job.rid,
+        "ts", int(time.time()),
+        "user", meta.user_id,
+        "token", meta.id,
+        "tname", meta.name,
+        "uname", meta.username,
+        "model", job.model,
+        "chan", channel.id,
+        "group", meta.group,
+        "pt", prompt,
+        "ct", completion,
+        "stream", 1 if stream else 0,
+        "lat", int((time.perf_counter() - job.t0) * 1000),
+        "ip", job.ip,
+        "other", other,
+    ]  # fmt: skip
+
+
+def estimate_tokens(nbytes: int) -> int:
+    """Fair estimate for billing when the upstream reports nothing: ~4 bytes per token."""
+    return (nbytes + 3) // 4
+
+
+def upstream_headers(channel: Channel) -> dict[str, str]:
+    return {
+        "Authorization": f"Bearer {channel.key}",
+        "Content-Type": JSON_CT,
+        "Accept-Encoding": "identity",
+    }
+
+
+async def handle(request: web.Request, ep: Endpoint) -> web.StreamResponse:
+    rt = request.app[RUNTIME]
+    t0 = time.perf_counter()
+    rid = new_request_id()
+    try:
+        return await _handle(request, rt, ep, rid, t0)
+    except RelayError as err:
+        err.forget_traceback()
+        return err.response(rid)
+
+
+async def _handle(
+    request: web.Request, rt: Runtime, ep: Endpoint, rid: str, t0: float
+) -> web.StreamResponse:
+    key = extract_key(request)
+    if not key:
+        raise errors.MISSING_KEY
+    key_hash = hash_secret(key)
+    try:
+        meta = await rt.cache.get(key_hash)
+    except Exception as exc:
+        log.warning("token metadata load failed: %s", exc)
+        raise errors.METADATA_UNAVAILABLE from None
+    if meta is None:
+        raise errors.INVALID_KEY
+    if request.content_length is not None and request.content_length > rt.settings.max_body_bytes:
+        raise RelayError(413, "Request body too large.", "invalid_request_error", "body_too_large")
+    raw = await request.read()
+    body = parse_body(raw)
+    model = requested_model(body)
+    ip = client_ip(request, rt.settings.trusted_proxies)
+    meta = await confirmed_scope(rt, meta, key_hash, model, ip)
+    if not rt.channels.has(meta.group, model):
+        raise errors.no_channel(meta.group, model)
+    pricing = rt.prices.model(model)
+    if pricing is None:
+        raise errors.model_price_missing(model)
+    stream = bool(body.get("stream")) and ep.streams
+    want, full, max_field = output_bounds(body, ep, pricing, rt.settings.default_completion_allowance)
+    group_ratio = rt.prices.group_ratio(meta.group)
+    prompt_bound = len(raw) + IMAGE_TOKEN_BOUND * raw.count(b"image_url")
+    rplan = plan(pricing, group_ratio, prompt_bound)
+    meta, res, ledger_keys, member = await reserve(
+        rt, meta, key_hash, model, ip, rid, rplan.base, rplan.per_token_micro, want, full
+    )
+    job = Job(
+        rid=rid,
+        meta=meta,
+        model=model,
+        pricing=pricing,
+        group_ratio=group_ratio,
+        prompt_bound=prompt_bound,
+        body_bytes=len(raw),
+        reserved=res.amount,
+        ledger_keys=ledger_keys,
+        member=member,
+        ip=str(ip) if ip is not None else "",
+        t0=t0,
+    )
+    settled = False
+    try:
+        modified = False
+        if res.clamp_tokens and max_field is not None:
+            n = body.get("n") or 1
+            body[max_field] = max(1, res.clamp_tokens // n)
+            modified = True
+        inject_usage = False
+        if stream:
+            opts = body.get("stream_options")
+            if not (isinstance(opts, dict) and opts.get("include_usage") is True):
+                body["stream_options"] = {**(opts if isinstance(opts, dict) else {}), "include_usage": True}
+                inject_usage = True
+                modified = True
+        response, settled = await forward(
+            request, rt, ep, job, body, raw, modified, stream, inject_usage
+        )
+        return response
+    finally:
+        if not settled:
+            await settle(rt, job, 0, None)
+
+
+async def forward(
+    request: web.Request,
+    rt: Runtime,
+    ep: Endpoint,
+    job: Job,
+    body: dict[str, Any],
+    raw: bytes,
+    modified: bool,
+    stream: bool,
+    inject_usage: bool,
+) -> tuple[web.StreamResponse, bool]:
+    """Call a channel (another one on a connection failure) and settle. Returns (response,
+    settled); when settled is False the caller refunds."""
+    tried: set[int] = set()
+    for attempt in range(MAX_CHANNEL_ATTEMPTS):
+        channel = rt.channels.pick(job.meta.group, job.model, attempt, frozenset(tried))
+        if channel is None:
+            break
+        tried.add(channel.id)
+        upstream_model = channel.upstream_model(job.model)
+        if upstream_model != job.model:
+            body["model"] = upstream_model
+            modified = True
+        payload = orjson.dumps(body) if modified else raw
+        t_up = time.perf_counter()
+        try:
+            up = await rt.http.post(
+                channel.base_url + ep.path, data=payload, headers=upstream_headers(channel)
+            )
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            log.warning("channel %d unreachable (%s)", channel.id, type(exc).__name__)
+            continue
+        try:
+            if up.status >= 400 or not stream:
+                return await _non_stream(request, rt, job, channel, up, t_up)
+            return await _stream(request, rt, job, channel, up, inject_usage, t_up)
+        finally:
+            up.release()
+    raise errors.UPSTREAM_UNREACHABLE
+
+
+def _common_headers(job: Job, overhead_ms: float) -> dict[str, str]:
+    return {
+        "X-Oneapi-Request-Id": job.rid,
+        "x-relaygate-overhead-ms": f"{overhead_ms:.3f}",
+    }
+
+
+async def _non_stream(
+    request: web.Request,
+    rt: Runtime,
+    job: Job,
+    channel: Channel,
+    up: aiohttp.ClientResponse,
+    t_up: float,
+) -> tuple[web.StreamResponse, bool]:
+    try:
+        data = await up.read()
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        log.warning("channel %d failed mid-answer (%s)", channel.id, type(exc).__name__)
+        raise errors.UPSTREAM_UNREACHABLE from None
+    upstream_ms = (time.perf_counter() - t_up) * 1000
+    content_type = up.headers.get("Content-Type", JSON_CT)
+    if up.status >= 400:
+        await settle(rt, job, 0, None)
+        overhead = (time.perf_counter() - job.t0) * 1000 - upstream_ms
+        return (
+            web.Response(
+                status=up.status,
+                body=data,
+                headers={**_common_headers(job, overhead), "Content-Type": content_type},
+            ),
+            True,
+        )
+    prompt, completion, estimated = _usage_from_body(data, job)
+    actual = charge(job.pricing, job.group_ratio, prompt, completion)
+    event = usage_event(job, channel, prompt, completion, False, estimated)
+    await settle(rt, job, actual, event)
+    overhead = (time.perf_counter() - job.t0) * 1000 - upstream_ms
+    return (
+        web.Response(
+            status=up.status,
+            body=data,
+            headers={**_common_headers(job, overhead), "Content-Type": content_type},
+        ),
+        True,
+    )
+
+
+def _usage_from_body(data: bytes, job: Job) -> tuple[int, int, bool]:
+    try:
+        usage = orjson.loads(data).get("usage")
+    except (orjson.JSONDecodeError, AttributeError):
+        usage = None
+    parsed = _read_usage(usage)
+    if parsed is not None:
+        return parsed[0], parsed[1], False
+    return estimate_tokens(job.body_bytes), estimate_tokens(len(data)), True
+
+
+def _read_usage(usage: Any) -> tuple[int, int] | None:
+    if not isinstance(usage, dict):
+        return None
+    prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
+    completion = usage.get("completion_tokens", usage.get("output_tokens", 0))
+    if not isinstance(prompt, int) or not isinstance(completion, int | None):
+        return None
+    return max(prompt, 0), max(completion or 0, 0)
+
+
+async def _stream(
+    request: web.Request,
+    rt: Runtime,
+    job: Job,
+    channel: Channel,
+    up: aiohttp.ClientResponse,
+    inject_usage: bool,
+    t_up: float,
+) -> tuple[web.StreamResponse, bool]:
+    resp = web.StreamResponse(
+        status=200,
+        headers={
+            **_common_headers(job, (t_up - job.t0) * 1000),
+            "Content-Type": up.headers.get("Content-Type", "text/event-stream"),
+            "Cache-Control": "no-cache",
+        },
+    )
+    await resp.prepare(request)
+    sse = SSEUsageFilter(strip_usage_chunk=inject_usage)
+    client_gone = False
+    upstream_failed = False
+    try:
+        async for chunk in up.content.iter_any():
+            out = sse.feed(chunk)
+            if out:
+                try:
+                    await resp.write(out)
+                except (ConnectionResetError, aiohttp.ClientConnectionResetError, RuntimeError):
+                    client_gone = True
+                    break
+        else:
+            tail = sse.flush()
+            if tail:
+                with contextlib.suppress(ConnectionResetError, aiohttp.ClientConnectionResetError, RuntimeError):
+                    await resp.write(tail)
+            sse.finish()
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        log.warning("channel %d failed mid-stream (%s)", channel.id, type(exc).__name__)
+        upstream_failed = True
+    if upstream_failed or (not client_gone and not sse.done and sse.usage is None):
+        # The upstream broke off: refund in full (the client sees a truncated stream).
+        await settle(rt, job, 0, None)
+        with contextlib.suppress(Exception):
+            await resp.write_eof()
+        return resp, True
+    if sse.usage is not None:
+        prompt, completion = sse.usage
+        estimated = False
+    else:
+        prompt = estimate_tokens(job.body_bytes)
+        completion = sse.content_events
+        estimated = True
+    actual = charge(job.pricing, job.group_ratio, prompt, completion)
+    await settle(rt, job, actual, usage_event(job, channel, prompt, completion, True, estimated))
+    if not client_gone:
+        with contextlib.suppress(ConnectionResetError, aiohttp.ClientConnectionResetError, RuntimeError):
+            await resp.write_eof()
+    return resp, True

@@ -1,0 +1,77 @@
+"""Relay route table and the small routes that do not forward (models, health)."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+from aiohttp import web
+
+from relaygate import errors
+from relaygate.credentials import hash_secret
+from relaygate.errors import RelayError
+from relaygate.relay.auth import extract_key
+from relaygate.relay.handlers import CHAT, COMPLETIONS, EMBEDDINGS, IMAGES, RUNTIME, Endpoint, handle
+
+
+def _bind(ep: Endpoint) -> web.RequestHandler:  # type: ignore[type-arg]
+    async def route(request: web.Request) -> web.StreamResponse:
+        return await handle(request, ep)
+
+    return route
+
+
+async def list_models(request: web.Request) -> web.Response:
+    """Only the models this token may call and some channel serves."""
+    rt = request.app[RUNTIME]
+    try:
+        key = extract_key(request)
+        if not key:
+            raise errors.MISSING_KEY
+        meta = await rt.cache.get(hash_secret(key))
+        if meta is None:
+            raise errors.INVALID_KEY
+    except RelayError as err:
+        err.forget_traceback()
+        return err.response()
+    served = rt.channels.models_for(meta.group)
+    allowed = served if meta.models is None else served & meta.models
+    now = int(rt.started_at)
+    data = [
+        {"id": m, "object": "model", "created": now, "owned_by": "relaygate"} for m in sorted(allowed)
+    ]
+    return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type="application/json")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(body=b'{"status":"ok"}', content_type="application/json")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when Redis answers; PostgreSQL being down does not stop the relay (warm cache)."""
+    rt = request.app[RUNTIME]
+    checks: dict[str, str] = {}
+    try:
+        await rt.redis.ping()
+        checks["redis"] = "ok"
+    except Exception as exc:
+        checks["redis"] = f"error: {type(exc).__name__}"
+    try:
+        async with rt.pool.acquire(timeout=2) as conn:
+            await conn.fetchval("SELECT 1")
+        checks["postgres"] = "ok"
+    except Exception as exc:
+        checks["postgres"] = f"degraded: {type(exc).__name__}"
+    status = 200 if checks["redis"] == "ok" else 503
+    body = {"status": "ok" if status == 200 else "unavailable", "checks": checks, "time": int(time.time())}
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/chat/completions", _bind(CHAT))
+    app.router.add_post("/v1/completions", _bind(COMPLETIONS))
+    app.router.add_post("/v1/embeddings", _bind(EMBEDDINGS))
+    app.router.add_post("/v1/images/generations", _bind(IMAGES))
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)

@@ -1,0 +1,81 @@
+"""Server-sent events pass-through that notices the usage chunk.
+
+Bytes are forwarded as soon as an event is complete (no buffering of the answer). Only an
+event that mentions ``"usage"`` is parsed; if relaygate added ``stream_options.include_usage``
+itself, the usage-only chunk (``"choices": []``) is dropped so the client sees exactly what
+it asked for.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+MAX_PARTIAL = 1 << 20  # flush an unterminated event beyond 1 MiB rather than hold it
+
+
+class SSEUsageFilter:
+    __slots__ = ("_buf", "content_events", "done", "strip", "usage")
+
+    def __init__(self, strip_usage_chunk: bool) -> None:
+        self._buf = b""
+        self.strip = strip_usage_chunk
+        self.usage: tuple[int, int] | None = None
+        self.content_events = 0
+        self.done = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Complete events ready to forward (possibly empty)."""
+        buf = self._buf + chunk if self._buf else chunk
+        end = buf.rfind(b"\n\n")
+        if end < 0:
+            if len(buf) > MAX_PARTIAL:
+                self._buf = b""
+                return buf
+            self._buf = buf
+            return b""
+        ready, self._buf = buf[: end + 2], buf[end + 2 :]
+        self.content_events += ready.count(b'"delta"')
+        if b"[DONE]" in ready:
+            self.done = True
+        if b'"usage"' in ready:
+            ready = self._take_usage(ready)
+        return ready
+
+    def flush(self) -> bytes:
+        rest, self._buf = self._buf, b""
+        return rest
+
+    def finish(self) -> None:
+        """Nothing more will come."""
+
+    def _take_usage(self, ready: bytes) -> bytes:
+        kept = []
+        for event in ready.split(b"\n\n"):
+            if not event:
+                continue
+            if b'"usage"' in event:
+                drop = self._inspect(event)
+                if drop:
+                    continue
+            kept.append(event)
+        return b"".join(e + b"\n\n" for e in kept)
+
+    def _inspect(self, event: bytes) -> bool:
+        """Record the usage in one event; True if the event should not be forwarded."""
+        for line in event.split(b"\n"):
+            if not line.startswith(b"data:"):
+                continue
+            try:
+                obj = orjson.loads(line[5:].strip())
+            except orjson.JSONDecodeError:
+                return False
+            if not isinstance(obj, dict):
+                return False
+            usage = obj.get("usage")
+            if isinstance(usage, dict):
+                prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
+                completion = usage.get("completion_tokens", usage.get("output_tokens", 0))
+                if isinstance(prompt, int) and isinstance(completion, int):
+                    self.usage = (prompt, completion)
+            return self.strip and obj.get("choices") == [] and usage is not None
+        return False

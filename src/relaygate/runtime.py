@@ -1,0 +1,117 @@
+"""The per-process state the relay reads on every request, as one explicit object.
+
+Nothing here is a module global: the app factory builds one ``Runtime`` and stores it under
+an ``AppKey``. Tables that change (channels, prices) are replaced whole, never mutated, so a
+request that already holds one keeps a consistent view.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import asyncpg
+from redis.asyncio import Redis
+
+from relaygate.accounts import Accounts
+from relaygate.cache import TokenCache, TokenMeta, meta_from_row
+from relaygate.channels import ChannelTable, channel_from_row
+from relaygate.config import Settings
+from relaygate.keys import KeyScheme
+from relaygate.ledger import Executor, Scripts
+from relaygate.pricing import PriceBook
+from relaygate.store import queries
+
+log = logging.getLogger(__name__)
+
+CHANNEL_REFRESH_SECONDS = 30.0
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    keys: KeyScheme
+    pool: asyncpg.Pool
+    redis: Redis  # ordinary pool: management, rebuilds, flusher
+    hot: Executor  # the hot path's auto-pipelined connection
+    scripts: Scripts
+    accounts: Accounts
+    http: aiohttp.ClientSession
+    cache: TokenCache = field(init=False)
+    channels: ChannelTable = field(default_factory=lambda: ChannelTable(()))
+    prices: PriceBook = field(default_factory=PriceBook)
+    started_at: float = field(default_factory=time.time)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.cache = TokenCache(
+            self.load_token, self.settings.cache_ttl, self.settings.negative_cache_ttl
+        )
+
+    async def load_token(self, key_hash: bytes) -> TokenMeta | None:
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(queries.TOKEN_META_BY_HASH, key_hash)
+        if row is None or row["deleted_at"] is not None or row["user_deleted_at"] is not None:
+            return None
+        return meta_from_row(row, self.keys, time.monotonic())
+
+    async def reload_channels(self) -> None:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(queries.CHANNELS_ENABLED)
+        self.channels = ChannelTable(channel_from_row(r) for r in rows)
+
+    async def reload_prices(self) -> None:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(queries.OPTIONS_ALL)
+        try:
+            self.prices = PriceBook.from_options({r["key"]: r["value"] for r in rows})
+        except ValueError as exc:
+            log.error("price options rejected, keeping the previous table: %s", exc)
+
+    def handle_invalidation(self, message: str) -> None:
+        if message.startswith("chan:"):
+            self._spawn(self.reload_channels())
+        elif message.startswith("opt:"):
+            self._spawn(self.reload_prices())
+        else:
+            self.cache.handle_message(message)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.append(task)
+        task.add_done_callback(self._tasks.remove)
+
+    async def listen_invalidations(self) -> None:
+        """Subscribe to ``rg:inval`` forever; on reconnect drop everything (messages were missed)."""
+        while True:
+            try:
+                pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+                await pubsub.subscribe(self.keys.inval_channel)
+                self.cache.invalidate_all()
+                async for message in pubsub.listen():
+                    data = message.get("data")
+                    if isinstance(data, bytes):
+                        self.handle_invalidation(data.decode())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep listening through Redis restarts
+                log.warning("invalidation listener lost Redis (%s); retrying", exc)
+                await asyncio.sleep(1.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    async def refresh_periodically(self) -> None:
+        """Bound staleness if an invalidation was missed; survive PostgreSQL outages."""
+        while True:
+            await asyncio.sleep(CHANNEL_REFRESH_SECONDS)
+            try:
+                await self.reload_channels()
+                await self.reload_prices()
+            except Exception as exc:
+                log.warning("periodic channel/price refresh failed: %s", exc)

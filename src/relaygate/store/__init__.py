@@ -1,0 +1,1 @@
+"""PostgreSQL access: pool creation, migrations and named queries (no SQL in handlers)."""
