@@ -1,0 +1,62 @@
+"""Helpers shared by integration tests (not fixtures)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from relaygate.flusher import Flusher
+from relaygate.ledger import Scripts
+from relaygate.relay.handlers import RUNTIME
+
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+
+
+async def refresh(client: Any) -> None:
+    """Make the in-process relay pick up channels/prices written after it started."""
+    rt = client.app[RUNTIME]
+    await rt.reload_channels()
+    await rt.reload_prices()
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def flush_all(env: Any, rounds: int = 50) -> int:
+    """Run flusher rounds until the streams are empty; returns rows written."""
+    flusher = Flusher(env.settings, env.pool, env.redis, Scripts.load())
+    await flusher.setup()
+    for _ in range(rounds):
+        handled = await flusher.round()
+        if handled == 0 and await pending_events(env) == 0:
+            break
+    return flusher.flushed
+
+
+async def pending_events(env: Any) -> int:
+    total = 0
+    for stream in env.keys.streams():
+        total += await env.redis.xlen(stream)
+    return total
+
+
+async def ledger(env: Any, user_id: int, token_id: int) -> tuple[int, int]:
+    limit, used = await env.redis.hmget(env.keys.token(user_id, token_id), "limit", "used")
+    return int(limit or 0), int(used or 0)
+
+
+async def pg_token(env: Any, token_id: int) -> tuple[int, int]:
+    async with env.pool.acquire() as conn:
+        row = await conn.fetchrow("SELECT quota_limit, used_quota FROM tokens WHERE id = $1", token_id)
+    return int(row["quota_limit"]), int(row["used_quota"])
+
+
+async def gather_limited(coros: list[Any], limit: int = 300) -> list[Any]:
+    sem = asyncio.Semaphore(limit)
+
+    async def one(c: Any) -> Any:
+        async with sem:
+            return await c
+
+    return await asyncio.gather(*(one(c) for c in coros))
