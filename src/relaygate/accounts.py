@@ -17,7 +17,9 @@ orphan count moved meanwhile, and the rebuild starts over.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -44,10 +46,26 @@ class Accounts:
         self.redis = redis
         self.scripts = scripts
         self.keys = keys
+        self._rebuilds: dict[tuple[str, int], asyncio.Future[None]] = {}
 
     # --- rebuild -------------------------------------------------------------------------
 
     async def ensure_token(self, token_id: int, user_id: int) -> None:
+        """Rebuild the token's hash if missing. Concurrent callers share one rebuild."""
+        await self._single_flight(("t", token_id), lambda: self._ensure_token(token_id, user_id))
+
+    async def ensure_user(self, user_id: int) -> None:
+        await self._single_flight(("u", user_id), lambda: self._ensure_user(user_id))
+
+    async def _single_flight(self, key: tuple[str, int], start: Callable[[], Awaitable[None]]) -> None:
+        running = self._rebuilds.get(key)
+        if running is None:
+            running = asyncio.ensure_future(start())
+            self._rebuilds[key] = running
+            running.add_done_callback(lambda _: self._rebuilds.pop(key, None))
+        await asyncio.shield(running)
+
+    async def _ensure_token(self, token_id: int, user_id: int) -> None:
         field = ledger.token_orphan_field(token_id)
         for _ in range(INIT_ATTEMPTS):
             seen = int(await self.redis.hget(self.keys.orphans(user_id), field) or 0)
@@ -75,7 +93,7 @@ class Accounts:
                 return
         raise RuntimeError(f"token {token_id}: ledger rebuild kept racing settles")
 
-    async def ensure_user(self, user_id: int) -> None:
+    async def _ensure_user(self, user_id: int) -> None:
         field = ledger.user_orphan_field(user_id)
         for _ in range(INIT_ATTEMPTS):
             seen = int(await self.redis.hget(self.keys.orphans(user_id), field) or 0)

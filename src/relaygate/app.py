@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from relaygate.accounts import Accounts
 from relaygate.config import Settings
@@ -51,8 +51,16 @@ async def check_eviction_policy(redis: Redis, allow_unsafe: bool) -> None:
         log.warning(message)
 
 
+REDIS_POOL_SIZE = 64
+
+
 def redis_client(settings: Settings) -> Redis:
-    return Redis.from_url(settings.redis_url, decode_responses=False, health_check_interval=30)
+    """The ordinary pool (management, rebuilds, flusher). Blocking: under a burst, callers
+    wait for a connection instead of failing with "Too many connections"."""
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url, max_connections=REDIS_POOL_SIZE, timeout=10, health_check_interval=30
+    )
+    return Redis.from_pool(pool)
 
 
 async def build_runtime(settings: Settings) -> Runtime:
