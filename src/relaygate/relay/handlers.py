@@ -549,6 +549,7 @@ async def _stream(
     sse = SSEUsageFilter(strip_usage_chunk=inject_usage)
     client_gone = False
     upstream_failed = False
+    cancelled = False
     try:
         async for chunk in up.content.iter_any():
             out = sse.feed(chunk)
@@ -564,6 +565,9 @@ async def _stream(
                 with contextlib.suppress(ConnectionResetError, aiohttp.ClientConnectionResetError, RuntimeError):
                     await resp.write(tail)
             sse.finish()
+    except asyncio.CancelledError:
+        # aiohttp cancels the handler when the client hangs up: bill what was delivered.
+        client_gone = cancelled = True
     except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
         log.warning("channel %d failed mid-stream (%s)", channel.id, type(exc).__name__)
         upstream_failed = True
@@ -582,6 +586,8 @@ async def _stream(
         estimated = True
     actual = charge(job.pricing, job.group_ratio, prompt, completion)
     await settle(rt, job, actual, usage_event(job, channel, prompt, completion, True, estimated))
+    if cancelled:
+        raise asyncio.CancelledError
     if not client_gone:
         with contextlib.suppress(ConnectionResetError, aiohttp.ClientConnectionResetError, RuntimeError):
             await resp.write_eof()

@@ -1,0 +1,77 @@
+"""Streaming: bytes pass through, the injected usage chunk is hidden, disconnects and upstream
+failures are billed right."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import orjson
+
+from .helpers import CHAT, bearer, flush_all, ledger, refresh
+
+
+async def _setup(env, relay, upstream):
+    uid, _ = await env.root_user()
+    await env.admin.create_channel("mock", upstream, "k", "gpt-4o-mini,m-slow,m-drop")
+    await env.admin.set_option("ModelRatio", '{"m-slow": 1, "m-drop": 1}')
+    await refresh(relay)
+    tok = await env.admin.create_token(uid, "t", remain_quota=10**7)
+    return uid, tok
+
+
+def _events(text: str) -> list[str]:
+    return [e for e in text.split("\n\n") if e.startswith("data: ")]
+
+
+async def test_usage_chunk_hidden_unless_asked(env, relay, mock_upstream):
+    uid, tok = await _setup(env, relay, mock_upstream)
+    resp = await relay.post("/v1/chat/completions", json={**CHAT, "stream": True}, headers=bearer(f"sk-{tok.key}"))
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("text/event-stream")
+    events = _events(await resp.text())
+    assert events[-1] == "data: [DONE]"
+    payloads = [orjson.loads(e[6:]) for e in events[:-1]]
+    assert all(p["choices"] for p in payloads), "the usage-only chunk leaked to a client that did not ask"
+    charged_once = (await ledger(env, uid, tok.id))[1]
+    assert charged_once > 0
+
+    body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+    resp = await relay.post("/v1/chat/completions", json=body, headers=bearer(f"sk-{tok.key}"))
+    payloads = [orjson.loads(e[6:]) for e in _events(await resp.text())[:-1]]
+    assert payloads[-1]["choices"] == [] and payloads[-1]["usage"]["completion_tokens"] == 20
+    assert (await ledger(env, uid, tok.id))[1] == 2 * charged_once
+    assert await flush_all(env) == 2
+
+
+async def test_client_disconnect_mid_stream_is_charged_for_delivered(env, relay, mock_upstream):
+    uid, tok = await _setup(env, relay, mock_upstream)
+    url = relay.make_url("/v1/chat/completions")
+    async with aiohttp.ClientSession() as session:
+        resp = await session.post(url, json={**CHAT, "model": "m-slow", "stream": True}, headers=bearer(f"sk-{tok.key}"))
+        first = await resp.content.readuntil(b"\n\n")
+        assert first.startswith(b"data: ")
+        resp.close()  # hang up after the first event
+    for _ in range(100):
+        if await env.redis.zcard(env.keys.reservations(uid)) == 0:
+            break
+        await asyncio.sleep(0.05)
+    _, used = await ledger(env, uid, tok.id)
+    assert used > 0, "a disconnected client must pay for what was delivered"
+    assert await flush_all(env) == 1
+    async with env.pool.acquire() as conn:
+        row = await conn.fetchrow("SELECT quota, completion_tokens, content FROM logs")
+    assert row["quota"] == used
+    assert row["completion_tokens"] < 20
+    assert "estimated" in row["content"]
+
+
+async def test_upstream_drop_mid_stream_refunds_in_full(env, relay, mock_upstream):
+    uid, tok = await _setup(env, relay, mock_upstream)
+    resp = await relay.post(
+        "/v1/chat/completions", json={**CHAT, "model": "m-drop", "stream": True}, headers=bearer(f"sk-{tok.key}")
+    )
+    assert resp.status == 200
+    await resp.read()
+    assert await ledger(env, uid, tok.id) == (10**7, 0)
+    assert await flush_all(env) == 0
