@@ -1,0 +1,92 @@
+"""Pricing, configuration, SSE filtering, key handling and the metadata cache."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import orjson
+import pytest
+
+from relaygate.cache import TokenCache
+from relaygate.config import ConfigError, from_env
+from relaygate.credentials import hash_secret, mask_key, new_token_key, strip_key
+from relaygate.pricing import PriceBook, charge, plan, reservation_cost
+from relaygate.relay.sse import SSEUsageFilter
+
+
+def test_new_api_quota_formula():
+    book = PriceBook()
+    mini = book.model("gpt-4o-mini")
+    assert mini is not None
+    # (10 + 20 * 4) * 0.075 = 6.75 -> 6
+    assert charge(mini, Decimal(1), 10, 20) == 6
+    assert charge(mini, Decimal(1), 1, 0) == 1  # never 0 for a priced model
+    assert book.model("nope") is None
+    priced = PriceBook.from_options({"ModelPrice": '{"x": 0.002}'}).model("x")
+    assert priced is not None and charge(priced, Decimal(2), 999, 999) == 2000
+
+
+@pytest.mark.parametrize("prompt,completion", [(0, 0), (1, 1), (77, 3), (1000, 4096), (5, 100000)])
+def test_reservation_bounds_the_charge(prompt, completion):
+    for model in ("gpt-4o-mini", "gpt-4o", "gpt-3.5-turbo", "claude-3-5-sonnet-20241022"):
+        pricing = PriceBook().model(model)
+        assert pricing is not None
+        p = plan(pricing, Decimal("1.5"), prompt)
+        assert reservation_cost(p, completion) >= charge(pricing, Decimal("1.5"), prompt, completion)
+
+
+def test_bad_options_are_rejected():
+    with pytest.raises(ValueError):
+        PriceBook.from_options({"ModelRatio": '{"x": "cheap"}'})
+
+
+def test_config_errors_are_one_line():
+    with pytest.raises(ConfigError, match="RELAYGATE_PORT"):
+        from_env({"RELAYGATE_PORT": "http"})
+    with pytest.raises(ConfigError, match="RELAYGATE_REDIS_URL"):
+        from_env({"RELAYGATE_REDIS_URL": "localhost"})
+    with pytest.raises(ConfigError, match="RELAYGATE_TRUSTED_PROXIES"):
+        from_env({"RELAYGATE_TRUSTED_PROXIES": "10.0.0.0/8,nope"})
+    with pytest.raises(ConfigError, match="RESERVATION_TTL"):
+        from_env({"RELAYGATE_RESERVATION_TTL": "10", "RELAYGATE_UPSTREAM_TIMEOUT": "30"})
+    s = from_env({"RELAYGATE_SHARDS": "8"}, overrides={"port": "4000"})
+    assert s.shards == 8 and s.port == 4000
+
+
+def test_keys():
+    key = new_token_key()
+    assert len(key) == 48 and key.isalnum()
+    assert mask_key(key) == f"{key[:4]}{'*' * 10}{key[-4:]}"
+    assert strip_key(f"Bearer sk-{key}") == key
+    assert hash_secret(key) != key.encode()
+
+
+def _event(obj: object) -> bytes:
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+def test_sse_filter_strips_injected_usage_chunk_across_splits():
+    usage = {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}}
+    stream = _event({"choices": [{"delta": {"content": "a"}}]}) + _event(usage) + b"data: [DONE]\n\n"
+    f = SSEUsageFilter(strip_usage_chunk=True)
+    out = b"".join(f.feed(stream[i : i + 7]) for i in range(0, len(stream), 7)) + f.flush()
+    assert b'"usage"' not in out and out.endswith(b"data: [DONE]\n\n")
+    assert f.usage == (3, 4) and f.done
+    g = SSEUsageFilter(strip_usage_chunk=False)
+    assert g.feed(stream) == stream
+
+
+async def test_cache_single_flight_and_negative_cache():
+    calls = 0
+
+    async def loader(h: bytes):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.01)
+        return None
+
+    cache = TokenCache(loader, ttl=60, negative_ttl=60)
+    results = await asyncio.gather(*(cache.get(b"k") for _ in range(50)))
+    assert results == [None] * 50 and calls == 1
+    assert await cache.get(b"k") is None and calls == 1
