@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 from redis.asyncio import Redis
@@ -57,7 +57,9 @@ class Accounts:
     async def ensure_user(self, user_id: int) -> None:
         await self._single_flight(("u", user_id), lambda: self._ensure_user(user_id))
 
-    async def _single_flight(self, key: tuple[str, int], start: Callable[[], Awaitable[None]]) -> None:
+    async def _single_flight(
+        self, key: tuple[str, int], start: Callable[[], Awaitable[None]]
+    ) -> None:
         running = self._rebuilds.get(key)
         if running is None:
             running = asyncio.ensure_future(start())
@@ -69,8 +71,9 @@ class Accounts:
         field = ledger.token_orphan_field(token_id)
         for _ in range(INIT_ATTEMPTS):
             seen = int(await self.redis.hget(self.keys.orphans(user_id), field) or 0)
-            async with self.pool.acquire() as conn, conn.transaction(
-                isolation="repeatable_read", readonly=True
+            async with (
+                self.pool.acquire() as conn,
+                conn.transaction(isolation="repeatable_read", readonly=True),
             ):
                 row = await conn.fetchrow(queries.TOKEN_LEDGER_ROW, token_id)
                 if row is None:
@@ -97,8 +100,9 @@ class Accounts:
         field = ledger.user_orphan_field(user_id)
         for _ in range(INIT_ATTEMPTS):
             seen = int(await self.redis.hget(self.keys.orphans(user_id), field) or 0)
-            async with self.pool.acquire() as conn, conn.transaction(
-                isolation="repeatable_read", readonly=True
+            async with (
+                self.pool.acquire() as conn,
+                conn.transaction(isolation="repeatable_read", readonly=True),
             ):
                 row = await conn.fetchrow(queries.USER_LEDGER_ROW, user_id)
                 if row is None:
@@ -129,8 +133,11 @@ class Accounts:
         found: dict[tuple[str, int], int] = {}
         start = "-"
         while True:
-            page = await self.redis.xrange(stream, min=start, max="+", count=STREAM_PAGE)
-            for entry_id, data in page:
+            page = cast(
+                list[tuple[bytes, dict[bytes, bytes]]],
+                await self.redis.xrange(stream, min=start, max="+", count=STREAM_PAGE),
+            )
+            for _entry_id, data in page:
                 if data.get(name) == wanted:
                     key = (data[b"rid"].decode(), int(data[b"ts"]))
                     found[key] = int(data[b"quota"])

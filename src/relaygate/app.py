@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -33,7 +34,7 @@ class UnsafeRedis(RuntimeError):
 
 async def check_eviction_policy(redis: Redis, allow_unsafe: bool) -> None:
     try:
-        reply = await redis.config_get("maxmemory-policy")
+        reply: dict[Any, Any] = await redis.config_get("maxmemory-policy")
     except Exception as exc:  # managed Redis may forbid CONFIG; say so and go on
         log.warning("cannot read maxmemory-policy (%s); make sure it is noeviction", exc)
         return

@@ -84,7 +84,9 @@ class ChannelTable:
     def has(self, group: str, model: str) -> bool:
         return (group, model) in self._tiers
 
-    def pick(self, group: str, model: str, attempt: int = 0, exclude: frozenset[int] = frozenset()) -> Channel | None:
+    def pick(
+        self, group: str, model: str, attempt: int = 0, exclude: frozenset[int] = frozenset()
+    ) -> Channel | None:
         tiers = self._tiers.get((group, model))
         if not tiers:
             return None

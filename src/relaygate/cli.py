@@ -40,7 +40,9 @@ def setup_logging(level: str) -> None:
 def _add_setting_flags(p: argparse.ArgumentParser, names: Sequence[str]) -> None:
     for name in names:
         var, _ = FIELDS[name]
-        p.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, help=f"overrides {var}")
+        p.add_argument(
+            f"--{name.replace('_', '-')}", dest=name, default=None, help=f"overrides {var}"
+        )
 
 
 COMMON = ("database_url", "redis_url", "log_level", "key_prefix", "shards")
@@ -53,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run the relay (and optionally the flusher)")
     _add_setting_flags(p, SERVE)
-    p.add_argument("--with-worker", action="store_true", default=None, help="run the flusher in-process")
+    p.add_argument(
+        "--with-worker", action="store_true", default=None, help="run the flusher in-process"
+    )
 
     p = sub.add_parser("worker", help="run the usage flusher")
     _add_setting_flags(p, COMMON)
@@ -361,7 +365,9 @@ def cmd_mock(settings: Settings, args: argparse.Namespace) -> None:
 # --- admin ---------------------------------------------------------------------------------
 
 
-async def _with_admin(settings: Settings, action: Callable[[Any], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+async def _with_admin(
+    settings: Settings, action: Callable[[Any], Awaitable[dict[str, Any]]]
+) -> dict[str, Any]:
     from relaygate.accounts import Accounts
     from relaygate.admin import Admin, AdminError
     from relaygate.app import redis_client
@@ -376,7 +382,9 @@ async def _with_admin(settings: Settings, action: Callable[[Any], Awaitable[dict
         await redis.aclose()
         raise Fatal(_describe_start_error(exc, settings)) from None
     try:
-        accounts = Accounts(pool, redis, Scripts.load(), KeyScheme(settings.key_prefix, settings.shards))
+        accounts = Accounts(
+            pool, redis, Scripts.load(), KeyScheme(settings.key_prefix, settings.shards)
+        )
         return await action(Admin(pool, accounts))
     except AdminError as exc:
         raise Fatal(str(exc)) from None
@@ -389,15 +397,27 @@ def cmd_admin(settings: Settings, args: argparse.Namespace) -> None:
     from relaygate.admin import ROLES
 
     async def create_user(admin: Any) -> dict[str, Any]:
-        uid, access = await admin.create_user(args.username, ROLES[args.role], args.quota, args.group)
-        return {"id": uid, "username": args.username, "role": ROLES[args.role], "access_token": access}
+        uid, access = await admin.create_user(
+            args.username, ROLES[args.role], args.quota, args.group
+        )
+        return {
+            "id": uid,
+            "username": args.username,
+            "role": ROLES[args.role],
+            "access_token": access,
+        }
 
     async def create_channel(admin: Any) -> dict[str, Any]:
         cid = await admin.create_channel(
             args.name, args.base_url, args.key, args.models,
             group=args.group, priority=args.priority, weight=args.weight, type_=args.channel_type,
         )  # fmt: skip
-        return {"id": cid, "name": args.name, "base_url": args.base_url, "models": args.models.split(",")}
+        return {
+            "id": cid,
+            "name": args.name,
+            "base_url": args.base_url,
+            "models": args.models.split(","),
+        }
 
     async def create_token(admin: Any) -> dict[str, Any]:
         created = await admin.create_token(

@@ -61,7 +61,10 @@ async def seed(settings: Settings, mock_port: int) -> dict[str, Any]:
     redis = redis_client(settings)
     creds_path = data_dir() / "dev-credentials.json"
     try:
-        admin = Admin(pool, Accounts(pool, redis, Scripts.load(), KeyScheme(settings.key_prefix, settings.shards)))
+        admin = Admin(
+            pool,
+            Accounts(pool, redis, Scripts.load(), KeyScheme(settings.key_prefix, settings.shards)),
+        )
         creds: dict[str, Any] = {}
         if creds_path.exists():
             creds = orjson.loads(creds_path.read_bytes())
@@ -79,12 +82,15 @@ async def seed(settings: Settings, mock_port: int) -> dict[str, Any]:
                     access = await admin.rotate_access_token(user_id)
             base_url = f"http://127.0.0.1:{mock_port}"
             channel = await c.fetchrow(
-                "SELECT id, base_url FROM channels WHERE name = $1 AND deleted_at IS NULL", DEMO_CHANNEL
+                "SELECT id, base_url FROM channels WHERE name = $1 AND deleted_at IS NULL",
+                DEMO_CHANNEL,
             )
             if channel is None:
                 await admin.create_channel(DEMO_CHANNEL, base_url, "mock-upstream-key", DEMO_MODELS)
             elif channel["base_url"] != base_url:
-                await c.execute("UPDATE channels SET base_url = $2 WHERE id = $1", channel["id"], base_url)
+                await c.execute(
+                    "UPDATE channels SET base_url = $2 WHERE id = $1", channel["id"], base_url
+                )
             key = creds.get("demo_key", "")
             token_ok = False
             if key.startswith("sk-"):
@@ -95,7 +101,9 @@ async def seed(settings: Settings, mock_port: int) -> dict[str, Any]:
                     )
                 )
             if not token_ok:
-                created = await admin.create_token(user_id, DEMO_TOKEN, remain_quota=DEMO_TOKEN_QUOTA)
+                created = await admin.create_token(
+                    user_id, DEMO_TOKEN, remain_quota=DEMO_TOKEN_QUOTA
+                )
                 key = f"sk-{created.key}"
         creds = {"user_id": user_id, "access_token": access, "demo_key": key}
         creds_path.write_bytes(orjson.dumps(creds, option=orjson.OPT_INDENT_2))

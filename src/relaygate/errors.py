@@ -50,7 +50,9 @@ MISSING_KEY = _e(
 INVALID_KEY = _e(401, "Invalid token: no such API key.", "invalid_request_error", "invalid_api_key")
 TOKEN_DISABLED = _e(401, "This token has been disabled.", "invalid_request_error", "token_disabled")
 TOKEN_EXPIRED = _e(401, "This token has expired.", "invalid_request_error", "token_expired")
-TOKEN_DELETED = _e(401, "Invalid token: no such API key.", "invalid_request_error", "invalid_api_key")
+TOKEN_DELETED = _e(
+    401, "Invalid token: no such API key.", "invalid_request_error", "invalid_api_key"
+)
 USER_DISABLED = _e(403, "User has been banned.", "permission_error", "user_disabled")
 IP_DENIED = _e(
     403, "Your IP is not in the token's allowed list.", "permission_error", "access_denied"
@@ -77,7 +79,10 @@ MONTHLY_QUOTA = _e(
     429, "This token's monthly quota is used up.", "insufficient_quota", "monthly_quota_exceeded"
 )
 UPSTREAM_UNREACHABLE = _e(
-    502, "The upstream channel could not be reached; nothing was charged.", "upstream_error", "bad_gateway"
+    502,
+    "The upstream channel could not be reached; nothing was charged.",
+    "upstream_error",
+    "bad_gateway",
 )
 LEDGER_UNAVAILABLE = _e(
     503, "The quota ledger is unavailable; try again shortly.", "server_error", "ledger_unavailable"
@@ -95,7 +100,9 @@ def bad_request(message: str, code: str = "invalid_request") -> RelayError:
 
 
 def model_not_allowed(model: str) -> RelayError:
-    return _e(403, f"This token has no access to model {model}.", "permission_error", "model_not_allowed")
+    return _e(
+        403, f"This token has no access to model {model}.", "permission_error", "model_not_allowed"
+    )
 
 
 def no_channel(group: str, model: str) -> RelayError:

@@ -62,13 +62,17 @@ def row_from_fields(f: dict[bytes, bytes]) -> UsageRow:
         use_time_ms=int(f.get(b"lat", b"0")),
         is_stream=f.get(b"stream") == b"1",
         ip=s(b"ip"),
-        content="usage estimated: upstream reported none" if b'"estimated":true' in f.get(b"other", b"") else "",
+        content="usage estimated: upstream reported none"
+        if b'"estimated":true' in f.get(b"other", b"")
+        else "",
         other=s(b"other"),
     )
 
 
 class Flusher:
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, redis: Redis, scripts: Scripts) -> None:
+    def __init__(
+        self, settings: Settings, pool: asyncpg.Pool, redis: Redis, scripts: Scripts
+    ) -> None:
         self.settings = settings
         self.pool = pool
         self.redis = redis
@@ -101,15 +105,26 @@ class Flusher:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                expected = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, RedisError, asyncio.TimeoutError)
+                expected = (
+                    OSError,
+                    asyncpg.PostgresError,
+                    asyncpg.InterfaceError,
+                    RedisError,
+                    asyncio.TimeoutError,
+                )
                 if isinstance(exc, expected):
-                    log.warning("flush round failed (%s: %s); retrying in %.1fs", type(exc).__name__, exc, backoff)
+                    log.warning(
+                        "flush round failed (%s: %s); retrying in %.1fs",
+                        type(exc).__name__,
+                        exc,
+                        backoff,
+                    )
                 else:
                     log.exception("flush round failed unexpectedly; retrying in %.1fs", backoff)
                 self._own_pending = True
                 try:
                     await asyncio.wait_for(stop.wait(), backoff)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 backoff = min(backoff * 2, MAX_BACKOFF)
 
@@ -163,8 +178,12 @@ class Flusher:
             except (KeyError, ValueError):
                 dead.append(entry)
         for stream, entry_id, fields in dead:
-            log.error("malformed usage event %s in %s moved to the dead-letter stream", entry_id, stream)
-            await self.redis.xadd(f"{stream}:dead", {k: v for k, v in (fields or {}).items()} or {"empty": "1"})
+            log.error(
+                "malformed usage event %s in %s moved to the dead-letter stream", entry_id, stream
+            )
+            await self.redis.xadd(
+                f"{stream}:dead", {k: v for k, v in (fields or {}).items()} or {"empty": "1"}
+            )
         if not rows:
             return
         async with self.pool.acquire() as conn:
@@ -220,7 +239,7 @@ class Flusher:
                     _rid, tok, user, day, month, amount = ledger.parse_reservation_member(member)
                 except ValueError:
                     log.error("malformed reservation %r removed", member)
-                    await self.redis.zrem(zkey, raw)
+                    await self.redis.zrem(zkey, member)
                     continue
                 keys = (
                     self.keys.token(user, tok),
@@ -246,4 +265,3 @@ def _flatten(reply: Any) -> list[Entry]:
         for entry_id, fields in items:
             out.append((name, entry_id, fields or None))
     return out
-

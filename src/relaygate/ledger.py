@@ -115,7 +115,11 @@ class ReserveRequest:
 
 
 async def reserve(
-    scripts: Scripts, conn: Executor, keys: Sequence[str], req: ReserveRequest, ttls: tuple[int, int]
+    scripts: Scripts,
+    conn: Executor,
+    keys: Sequence[str],
+    req: ReserveRequest,
+    ttls: tuple[int, int],
 ) -> Reservation:
     raw = await scripts.reserve(
         conn,

@@ -88,7 +88,8 @@ class PriceBook:
         groups: Mapping[str, float] | None = None,
     ) -> None:
         self._models = {
-            name: (_dec(r), _dec(c), int(m)) for name, (r, c, m) in (models or DEFAULT_MODELS).items()
+            name: (_dec(r), _dec(c), int(m))
+            for name, (r, c, m) in (models or DEFAULT_MODELS).items()
         }
         self._prices = {name: _dec(p) for name, p in (prices or DEFAULT_MODEL_PRICES).items()}
         self._groups = {name: _dec(g) for name, g in (groups or DEFAULT_GROUP_RATIOS).items()}

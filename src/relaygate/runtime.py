@@ -104,7 +104,7 @@ class Runtime:
                 await asyncio.sleep(1.0)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def refresh_periodically(self) -> None:
         """Bound staleness if an invalidation was missed; survive PostgreSQL outages."""

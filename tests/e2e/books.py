@@ -33,7 +33,10 @@ async def wait_drained(env: Any, timeout: float = 60.0) -> None:
     while time.monotonic() < deadline:
         events = sum([await env.redis.xlen(s) for s in env.keys.streams()])
         open_resv = sum(
-            [await env.redis.zcard(env.keys.reservations_of_shard(s)) for s in range(env.settings.shards)]
+            [
+                await env.redis.zcard(env.keys.reservations_of_shard(s))
+                for s in range(env.settings.shards)
+            ]
         )
         if events == 0 and open_resv == 0:
             return
@@ -51,9 +54,13 @@ async def assert_books_balance(
         rids = [r["request_id"] for r in await conn.fetch("SELECT request_id FROM logs")]
         pg_used = {
             r["id"]: int(r["used_quota"])
-            for r in await conn.fetch("SELECT id, used_quota FROM tokens WHERE id = ANY($1)", seeded.token_ids)
+            for r in await conn.fetch(
+                "SELECT id, used_quota FROM tokens WHERE id = ANY($1)", seeded.token_ids
+            )
         }
-        pg_user = int(await conn.fetchval("SELECT used_quota FROM users WHERE id = $1", seeded.user_id))
+        pg_user = int(
+            await conn.fetchval("SELECT used_quota FROM users WHERE id = $1", seeded.user_id)
+        )
         pg_sum = int(await conn.fetchval("SELECT COALESCE(SUM(quota), 0) FROM logs"))
     assert len(rids) == len(set(rids)), "a usage event was recorded twice"
     missing = set(ok_rids) - set(rids)

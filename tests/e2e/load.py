@@ -44,14 +44,16 @@ async def drive(
         body = {**CHAT, "stream": stream}
         try:
             async with session.post(
-                f"{urls()}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}
+                f"{urls()}/v1/chat/completions",
+                json=body,
+                headers={"Authorization": f"Bearer {key}"},
             ) as resp:
                 data = await resp.read()
                 result.statuses[resp.status] = result.statuses.get(resp.status, 0) + 1
                 complete = resp.status == 200 and (not stream or b"[DONE]" in data)
                 if complete:
                     result.ok_rids.append(resp.headers["X-Oneapi-Request-Id"])
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError, OSError):
             result.errors += 1
         done += 1
         if on_progress is not None:
@@ -62,6 +64,8 @@ async def drive(
             await one(session, i)
 
     timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as session:
+    async with aiohttp.ClientSession(
+        timeout=timeout, connector=aiohttp.TCPConnector(limit=0)
+    ) as session:
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
     return result

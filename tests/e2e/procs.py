@@ -49,7 +49,9 @@ class Proc:
 
     def start(self) -> Proc:
         handle = self.log.open("ab")
-        self.popen = subprocess.Popen(self.args, env=dict(self.env), stdout=handle, stderr=subprocess.STDOUT)
+        self.popen = subprocess.Popen(
+            self.args, env=dict(self.env), stdout=handle, stderr=subprocess.STDOUT
+        )
         handle.close()
         return self
 
@@ -95,7 +97,11 @@ class Stack:
     procs: list[Proc] = field(default_factory=list)
 
     async def mock(self, port: int) -> Proc:
-        p = Proc([str(BIN), "mock-upstream", "--port", str(port)], os.environ, self.tmp / f"mock-{port}.log")
+        p = Proc(
+            [str(BIN), "mock-upstream", "--port", str(port)],
+            os.environ,
+            self.tmp / f"mock-{port}.log",
+        )
         p.port = port
         self.procs.append(p.start())
         await wait_http(f"{p.url}/v1/models", p)
@@ -112,7 +118,9 @@ class Stack:
         return p
 
     def worker(self, name: str, **extra: str) -> Proc:
-        p = Proc([str(BIN), "worker"], env_for(self.settings, **extra), self.tmp / f"worker-{name}.log")
+        p = Proc(
+            [str(BIN), "worker"], env_for(self.settings, **extra), self.tmp / f"worker-{name}.log"
+        )
         self.procs.append(p.start())
         return p
 

@@ -54,7 +54,9 @@ async def test_relay_sigkill_mid_run(env, stack):
     async def crash() -> None:
         first.kill()
 
-    r1 = await _drive_with_events(stack, lambda: current["url"], seeded.keys, 600, concurrency, [(300, crash)])
+    r1 = await _drive_with_events(
+        stack, lambda: current["url"], seeded.keys, 600, concurrency, [(300, crash)]
+    )
     second = await stack.relay(free_port())
     current["url"] = second.url
     r2 = await drive(lambda: current["url"], seeded.keys, 600, concurrency)

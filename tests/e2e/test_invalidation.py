@@ -12,9 +12,13 @@ from .books import seed
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
 
-async def _status(session: aiohttp.ClientSession, url: str, key: str, model: str = "gpt-4o-mini") -> int:
+async def _status(
+    session: aiohttp.ClientSession, url: str, key: str, model: str = "gpt-4o-mini"
+) -> int:
     async with session.post(
-        f"{url}/v1/chat/completions", json={**CHAT, "model": model}, headers={"Authorization": f"Bearer {key}"}
+        f"{url}/v1/chat/completions",
+        json={**CHAT, "model": model},
+        headers={"Authorization": f"Bearer {key}"},
     ) as resp:
         await resp.read()
         return resp.status

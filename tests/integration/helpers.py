@@ -48,7 +48,9 @@ async def ledger(env: Any, user_id: int, token_id: int) -> tuple[int, int]:
 
 async def pg_token(env: Any, token_id: int) -> tuple[int, int]:
     async with env.pool.acquire() as conn:
-        row = await conn.fetchrow("SELECT quota_limit, used_quota FROM tokens WHERE id = $1", token_id)
+        row = await conn.fetchrow(
+            "SELECT quota_limit, used_quota FROM tokens WHERE id = $1", token_id
+        )
     return int(row["quota_limit"]), int(row["used_quota"])
 
 

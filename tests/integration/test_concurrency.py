@@ -13,16 +13,20 @@ PRICE_QUOTA = 500  # 0.001 USD per call
 async def _setup(env, relay, upstream, user_quota: int) -> int:
     uid, _ = await env.root_user(quota=user_quota)
     await env.admin.create_channel("mock", upstream, "k", f"gpt-4o-mini,{PER_CALL_MODEL}")
-    await env.admin.set_option("ModelPrice", '{"%s": 0.001}' % PER_CALL_MODEL)
+    await env.admin.set_option("ModelPrice", f'{{"{PER_CALL_MODEL}": 0.001}}')
     await refresh(relay)
     return uid
 
 
-async def _fire(relay, keys: list[str], n: int, model: str = PER_CALL_MODEL) -> list[tuple[int, dict]]:
+async def _fire(
+    relay, keys: list[str], n: int, model: str = PER_CALL_MODEL
+) -> list[tuple[int, dict]]:
     body = {"model": model, "messages": [{"role": "user", "content": "x"}]}
 
     async def one(i: int) -> tuple[int, dict]:
-        resp = await relay.post("/v1/chat/completions", json=body, headers=bearer(keys[i % len(keys)]))
+        resp = await relay.post(
+            "/v1/chat/completions", json=body, headers=bearer(keys[i % len(keys)])
+        )
         return resp.status, await resp.json()
 
     return await asyncio.gather(*(one(i) for i in range(n)))
@@ -56,7 +60,9 @@ async def test_user_balance_shared_by_tokens_exactly_50_of_300(env, mock_upstrea
     await flush_all(env)
     async with env.pool.acquire() as conn:
         pg_user = await conn.fetchval("SELECT used_quota FROM users WHERE id = $1", uid)
-        pg_tokens = await conn.fetchval("SELECT SUM(used_quota) FROM tokens WHERE user_id = $1", uid)
+        pg_tokens = await conn.fetchval(
+            "SELECT SUM(used_quota) FROM tokens WHERE user_id = $1", uid
+        )
     assert pg_user == pg_tokens == 50 * PRICE_QUOTA
 
 

@@ -35,11 +35,15 @@ async def test_warm_request_costs_two_evalsha_and_no_postgres(env, relay, monkey
     upstream, upstream_times = await _timed_upstream()
     try:
         uid, _ = await env.root_user()
-        await env.admin.create_channel("mock", str(upstream.make_url("")).rstrip("/"), "k", "gpt-4o-mini")
+        await env.admin.create_channel(
+            "mock", str(upstream.make_url("")).rstrip("/"), "k", "gpt-4o-mini"
+        )
         await refresh(relay)
         tok = await env.admin.create_token(uid, "t", remain_quota=10**6)
         for _ in range(2):  # warm: metadata cached, ledger hashes built, scripts loaded
-            assert (await relay.post("/v1/chat/completions", json=CHAT, headers=bearer(f"sk-{tok.key}"))).status == 200
+            assert (
+                await relay.post("/v1/chat/completions", json=CHAT, headers=bearer(f"sk-{tok.key}"))
+            ).status == 200
 
         rt = relay.app[RUNTIME]
         counting = CountingPool(rt.pool)
@@ -52,7 +56,9 @@ async def test_warm_request_costs_two_evalsha_and_no_postgres(env, relay, monkey
             upstream_times.clear()
             listener = asyncio.create_task(_collect(m, prefix, lines))
             await asyncio.sleep(0.05)
-            resp = await relay.post("/v1/chat/completions", json=CHAT, headers=bearer(f"sk-{tok.key}"))
+            resp = await relay.post(
+                "/v1/chat/completions", json=CHAT, headers=bearer(f"sk-{tok.key}")
+            )
             assert resp.status == 200
             await asyncio.sleep(0.3)
             listener.cancel()

@@ -66,7 +66,9 @@ async def test_disabled_expired_deleted_401(world, env, relay):
     assert status == 401
     _shape(body, "token_disabled")
 
-    expired = await env.admin.create_token(world, "e", remain_quota=10**6, expired_time=int(time.time()) - 10)
+    expired = await env.admin.create_token(
+        world, "e", remain_quota=10**6, expired_time=int(time.time()) - 10
+    )
     status, body = await _post(relay, f"sk-{expired.key}")
     assert status == 401
     _shape(body, "token_expired")
@@ -84,7 +86,9 @@ async def test_ip_model_and_user_disabled_403(world, env, relay):
     status, body = await _post(relay, f"sk-{ip_tok.key}")
     assert status == 403
     _shape(body, "access_denied")
-    ok_ip = await env.admin.create_token(world, "ip2", remain_quota=10**6, allow_ips="10.0.0.0/8\n127.0.0.1")
+    ok_ip = await env.admin.create_token(
+        world, "ip2", remain_quota=10**6, allow_ips="10.0.0.0/8\n127.0.0.1"
+    )
     assert (await _post(relay, f"sk-{ok_ip.key}"))[0] == 200
 
     model_tok = await env.admin.create_token(world, "m", remain_quota=10**6, models=["gpt-4o"])
@@ -124,7 +128,9 @@ async def test_malformed_json_and_missing_model_400(world, env, relay):
     tok = await env.admin.create_token(world, "t", remain_quota=10**6)
     key = f"sk-{tok.key}"
     for raw in (b"{not json", b"", b"[1,2]", b'"text"'):
-        status, body = await _post(relay, key, raw=raw, headers={"Content-Type": "application/json"})
+        status, body = await _post(
+            relay, key, raw=raw, headers={"Content-Type": "application/json"}
+        )
         assert status == 400, raw
         _shape(body, "invalid_json")
     status, body = await _post(relay, key, {"messages": []})

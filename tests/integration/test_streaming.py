@@ -26,13 +26,17 @@ def _events(text: str) -> list[str]:
 
 async def test_usage_chunk_hidden_unless_asked(env, relay, mock_upstream):
     uid, tok = await _setup(env, relay, mock_upstream)
-    resp = await relay.post("/v1/chat/completions", json={**CHAT, "stream": True}, headers=bearer(f"sk-{tok.key}"))
+    resp = await relay.post(
+        "/v1/chat/completions", json={**CHAT, "stream": True}, headers=bearer(f"sk-{tok.key}")
+    )
     assert resp.status == 200
     assert resp.headers["Content-Type"].startswith("text/event-stream")
     events = _events(await resp.text())
     assert events[-1] == "data: [DONE]"
     payloads = [orjson.loads(e[6:]) for e in events[:-1]]
-    assert all(p["choices"] for p in payloads), "the usage-only chunk leaked to a client that did not ask"
+    assert all(p["choices"] for p in payloads), (
+        "the usage-only chunk leaked to a client that did not ask"
+    )
     charged_once = (await ledger(env, uid, tok.id))[1]
     assert charged_once > 0
 
@@ -48,7 +52,9 @@ async def test_client_disconnect_mid_stream_is_charged_for_delivered(env, relay,
     uid, tok = await _setup(env, relay, mock_upstream)
     url = relay.make_url("/v1/chat/completions")
     async with aiohttp.ClientSession() as session:
-        resp = await session.post(url, json={**CHAT, "model": "m-slow", "stream": True}, headers=bearer(f"sk-{tok.key}"))
+        resp = await session.post(
+            url, json={**CHAT, "model": "m-slow", "stream": True}, headers=bearer(f"sk-{tok.key}")
+        )
         first = await resp.content.readuntil(b"\n\n")
         assert first.startswith(b"data: ")
         resp.close()  # hang up after the first event
@@ -69,7 +75,9 @@ async def test_client_disconnect_mid_stream_is_charged_for_delivered(env, relay,
 async def test_upstream_drop_mid_stream_refunds_in_full(env, relay, mock_upstream):
     uid, tok = await _setup(env, relay, mock_upstream)
     resp = await relay.post(
-        "/v1/chat/completions", json={**CHAT, "model": "m-drop", "stream": True}, headers=bearer(f"sk-{tok.key}")
+        "/v1/chat/completions",
+        json={**CHAT, "model": "m-drop", "stream": True},
+        headers=bearer(f"sk-{tok.key}"),
     )
     assert resp.status == 200
     await resp.read()

@@ -33,7 +33,9 @@ def test_reservation_bounds_the_charge(prompt, completion):
         pricing = PriceBook().model(model)
         assert pricing is not None
         p = plan(pricing, Decimal("1.5"), prompt)
-        assert reservation_cost(p, completion) >= charge(pricing, Decimal("1.5"), prompt, completion)
+        assert reservation_cost(p, completion) >= charge(
+            pricing, Decimal("1.5"), prompt, completion
+        )
 
 
 def test_bad_options_are_rejected():
@@ -68,7 +70,9 @@ def _event(obj: object) -> bytes:
 
 def test_sse_filter_strips_injected_usage_chunk_across_splits():
     usage = {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}}
-    stream = _event({"choices": [{"delta": {"content": "a"}}]}) + _event(usage) + b"data: [DONE]\n\n"
+    stream = (
+        _event({"choices": [{"delta": {"content": "a"}}]}) + _event(usage) + b"data: [DONE]\n\n"
+    )
     f = SSEUsageFilter(strip_usage_chunk=True)
     out = b"".join(f.feed(stream[i : i + 7]) for i in range(0, len(stream), 7)) + f.flush()
     assert b'"usage"' not in out and out.endswith(b"data: [DONE]\n\n")

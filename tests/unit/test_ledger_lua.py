@@ -44,18 +44,47 @@ def _init(conn: Conn, limit: int = 1000, ulimit: int = 10**9, **extra: int) -> N
     conn.r.hset(USER, mapping={"limit": ulimit, "used": 0, "status": 1, "ver": 1})
 
 
-def _req(rid: str, base: int = 100, ptm: int = 0, want: int = 0, full: int = 0, ver: int = 1, clamp: bool = True) -> ReserveRequest:
-    return ReserveRequest(ver, 1_700_000_000, base, ptm, want, full, clamp, f"{rid}|{TID}|{UID}|20260101|202601", 1_700_000_900)
+def _req(
+    rid: str,
+    base: int = 100,
+    ptm: int = 0,
+    want: int = 0,
+    full: int = 0,
+    ver: int = 1,
+    clamp: bool = True,
+) -> ReserveRequest:
+    return ReserveRequest(
+        ver,
+        1_700_000_000,
+        base,
+        ptm,
+        want,
+        full,
+        clamp,
+        f"{rid}|{TID}|{UID}|20260101|202601",
+        1_700_000_900,
+    )
 
 
 async def _reserve(conn: Conn, req: ReserveRequest) -> ledger.Reservation:
     return await ledger.reserve(SCRIPTS, conn, (TOK, USER, DAY, MONTH, RESV), req, (100, 100))
 
 
-async def _settle(conn: Conn, rid: str, reserved: int, actual: int, log: bool = True) -> tuple[int, bool]:
+async def _settle(
+    conn: Conn, rid: str, reserved: int, actual: int, log: bool = True
+) -> tuple[int, bool]:
     member = ledger.reservation_member(f"{rid}|{TID}|{UID}|20260101|202601", reserved)
     event = ["rid", rid, "ts", 1, "user", UID, "token", TID] if log else None
-    return await ledger.settle(SCRIPTS, conn, (TOK, USER, DAY, MONTH, STREAM, ORPH, RESV), reserved, actual, ("t7", "u5"), member, event)
+    return await ledger.settle(
+        SCRIPTS,
+        conn,
+        (TOK, USER, DAY, MONTH, STREAM, ORPH, RESV),
+        reserved,
+        actual,
+        ("t7", "u5"),
+        member,
+        event,
+    )
 
 
 def used(conn: Conn) -> int:
@@ -107,7 +136,9 @@ async def test_clamp_reserves_what_is_affordable():
     assert res.code == Code.OK and res.clamp_tokens == 900 and res.amount == 1000
     conn2 = Conn()
     _init(conn2, limit=1000)
-    res = await _reserve(conn2, _req("a", base=100, ptm=1_000_000, want=1024, full=4096, clamp=False))
+    res = await _reserve(
+        conn2, _req("a", base=100, ptm=1_000_000, want=1024, full=4096, clamp=False)
+    )
     assert res.code == Code.TOKEN_QUOTA
 
 
@@ -129,7 +160,11 @@ async def test_settle_retry_is_idempotent_and_reaped_reservation_charges_from_ze
     await _reserve(conn, _req("a"))
     await _settle(conn, "a", 100, 80)
     member = ledger.reservation_member(f"a|{TID}|{UID}|20260101|202601", 100)
-    raw = await SCRIPTS.settle(conn, (TOK, USER, DAY, MONTH, STREAM, ORPH, RESV), [100, 80, 3, "t7", "u5", member, "rid", "a"])
+    raw = await SCRIPTS.settle(
+        conn,
+        (TOK, USER, DAY, MONTH, STREAM, ORPH, RESV),
+        [100, 80, 3, "t7", "u5", member, "rid", "a"],
+    )
     assert int(raw[2]) == -1 and used(conn) == 80 and conn.r.xlen(STREAM) == 1
     # b's relay "dies": reaper refunds; a late settle then charges the full actual amount
     await _reserve(conn, _req("b"))
@@ -201,7 +236,9 @@ class LedgerModel(RuleBasedStateMachine):
             rid = data.draw(st.sampled_from(sorted(self.open)))
             amount = self.open.pop(rid)
             member = ledger.reservation_member(f"{rid}|{TID}|{UID}|20260101|202601", amount)
-            assert self.run(ledger.reap(SCRIPTS, self.conn, (TOK, USER, DAY, MONTH, RESV), member, amount))
+            assert self.run(
+                ledger.reap(SCRIPTS, self.conn, (TOK, USER, DAY, MONTH, RESV), member, amount)
+            )
 
     @rule(delta=st.integers(0, 500))
     def top_up(self, delta: int) -> None:

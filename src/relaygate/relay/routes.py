@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 import orjson
 from aiohttp import web
@@ -11,10 +12,20 @@ from relaygate import errors
 from relaygate.credentials import hash_secret
 from relaygate.errors import RelayError
 from relaygate.relay.auth import extract_key
-from relaygate.relay.handlers import CHAT, COMPLETIONS, EMBEDDINGS, IMAGES, RUNTIME, Endpoint, handle
+from relaygate.relay.handlers import (
+    CHAT,
+    COMPLETIONS,
+    EMBEDDINGS,
+    IMAGES,
+    RUNTIME,
+    Endpoint,
+    handle,
+)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _bind(ep: Endpoint) -> web.RequestHandler:  # type: ignore[type-arg]
+def _bind(ep: Endpoint) -> Handler:
     async def route(request: web.Request) -> web.StreamResponse:
         return await handle(request, ep)
 
@@ -38,9 +49,12 @@ async def list_models(request: web.Request) -> web.Response:
     allowed = served if meta.models is None else served & meta.models
     now = int(rt.started_at)
     data = [
-        {"id": m, "object": "model", "created": now, "owned_by": "relaygate"} for m in sorted(allowed)
+        {"id": m, "object": "model", "created": now, "owned_by": "relaygate"}
+        for m in sorted(allowed)
     ]
-    return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type="application/json")
+    return web.Response(
+        body=orjson.dumps({"object": "list", "data": data}), content_type="application/json"
+    )
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -63,7 +77,11 @@ async def readyz(request: web.Request) -> web.Response:
     except Exception as exc:
         checks["postgres"] = f"degraded: {type(exc).__name__}"
     status = 200 if checks["redis"] == "ok" else 503
-    body = {"status": "ok" if status == 200 else "unavailable", "checks": checks, "time": int(time.time())}
+    body = {
+        "status": "ok" if status == 200 else "unavailable",
+        "checks": checks,
+        "time": int(time.time()),
+    }
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
 
 
