@@ -9,17 +9,23 @@ flight is never lost.
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+from redis.exceptions import WatchError
 
 from relaygate.accounts import Accounts
 from relaygate.cache import parse_allow_ips
 from relaygate.credentials import hash_secret, mask_key, new_access_token, new_token_key
 from relaygate.keys import msg_channel
+
+log = logging.getLogger(__name__)
 
 ROLE_USER = 1
 ROLE_ADMIN = 10
@@ -27,6 +33,11 @@ ROLE_ROOT = 100
 ROLES = {"user": ROLE_USER, "admin": ROLE_ADMIN, "root": ROLE_ROOT}
 MAX_QUOTA = 500_000 * 1_000_000_000  # New API's bound: 1e9 dollars of quota units
 MAX_TOKEN_NAME_BYTES = 50
+# How often "set remain" retries when spend lands between its read of ``used`` and its write
+# of ``limit`` (each retry is a couple of Redis round trips; contention is brief).
+PIN_ATTEMPTS = 200
+CHANNEL_STATUSES = (1, 2, 3)
+USER_UPDATABLE = ("username", "display_name", "password", "group", "email", "remark")
 
 
 class AdminError(ValueError):
@@ -78,7 +89,26 @@ def check_quota(value: int, field: str) -> None:
 
 def check_token_name(name: str) -> None:
     if len(name.encode()) > MAX_TOKEN_NAME_BYTES:
-        raise AdminError("Token name is too long (at most 50 characters)")
+        raise AdminError("Token name is too long (at most 50 bytes)")
+
+
+def hash_password(password: str) -> str:
+    """scrypt with a random salt; passwords are optional (no login route yet) but never plain."""
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1)
+    return f"scrypt${salt.hex()}${digest.hex()}"
+
+
+def check_username(username: str) -> str:
+    username = username.strip()
+    if not username or len(username) > 20:
+        raise AdminError("username must be 1 to 20 characters")
+    return username
+
+
+def check_password(password: str) -> None:
+    if not 8 <= len(password) <= 20:
+        raise AdminError("password must be 8 to 20 characters")
 
 
 class Admin:
@@ -86,26 +116,76 @@ class Admin:
         self.pool = pool
         self.accounts = accounts
 
+    # --- the atomic "set remain" ----------------------------------------------------------
+
+    async def _pin_limit(
+        self, ledger_key: str, remain: int, rebuild: Callable[[], Awaitable[None]]
+    ) -> int:
+        """Set the ledger's ``limit`` to ``used + remain`` in one optimistic Redis transaction.
+
+        ``used`` moves with every reserve and settle, so reading it and writing ``limit`` in
+        two steps would grant or take away whatever spend landed in between. WATCH makes the
+        write conditional on ``used`` not having moved since the read; a conflict just retries.
+        ``ver`` is left alone: the caller's PostgreSQL commit and ``push_*`` bump it, and a
+        ``ver`` ahead of PostgreSQL would make relays reload metadata forever.
+        """
+        redis = self.accounts.redis
+        for _ in range(PIN_ATTEMPTS):
+            async with redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(ledger_key)
+                    used = await pipe.hget(ledger_key, "used")
+                    if used is None:
+                        await pipe.unwatch()  # type: ignore[no-untyped-call]
+                        await rebuild()
+                        continue
+                    limit = int(used) + remain
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.hset(ledger_key, "limit", limit)
+                    await pipe.execute()
+                    return limit
+                except WatchError:
+                    continue
+        raise AdminError("The quota ledger is busy; try again.")
+
+    async def _restore_limit(self, ledger_key: str, limit: int) -> None:
+        """Undo a pinned ``limit`` whose PostgreSQL transaction did not commit."""
+        try:
+            if await self.accounts.redis.exists(ledger_key):
+                await self.accounts.redis.hset(ledger_key, "limit", limit)
+        except Exception as exc:  # the next push or rebuild repairs it; say so
+            log.error("could not restore ledger limit after a failed write: %s", exc)
+
     # --- users ---------------------------------------------------------------------------
 
     async def create_user(
-        self, username: str, role: int = ROLE_USER, quota: int = 0, group: str = "default",
+        self,
+        username: str,
+        role: int = ROLE_USER,
+        quota: int = 0,
+        group: str = "default",
         display_name: str = "",
+        *,
+        password: str = "",
+        email: str = "",
+        remark: str = "",
     ) -> tuple[int, str]:
         """Returns (id, access token). The access token is stored hashed and shown once."""
-        username = username.strip()
-        if not username or len(username) > 20:
-            raise AdminError("username must be 1 to 20 characters")
+        username = check_username(username)
         if role not in ROLES.values():
             raise AdminError("role must be 1 (user), 10 (admin) or 100 (root)")
         check_quota(quota, "quota")
+        if password:
+            check_password(password)
         access = new_access_token()
         try:
             async with self.pool.acquire() as conn:
                 user_id = await conn.fetchval(
-                    'INSERT INTO users (username, display_name, role, "group", quota_limit, access_token_hash) '
-                    "VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                    'INSERT INTO users (username, display_name, role, "group", quota_limit,'
+                    " access_token_hash, password_hash, email, remark)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
                     username, display_name or username, role, group, quota, hash_secret(access),
+                    hash_password(password) if password else "", email, remark,
                 )  # fmt: skip
         except asyncpg.UniqueViolationError:
             raise AdminError(f"username {username!r} is already taken") from None
@@ -115,6 +195,12 @@ class Admin:
         async with self.pool.acquire() as conn:
             return await conn.fetchrow(
                 "SELECT * FROM users WHERE username = $1 AND deleted_at IS NULL", username
+            )
+
+    async def user_row(self, user_id: int) -> Any:
+        async with self.pool.acquire() as conn:
+            return await conn.fetchrow(
+                "SELECT * FROM users WHERE id = $1 AND deleted_at IS NULL", user_id
             )
 
     async def rotate_access_token(self, user_id: int) -> str:
@@ -140,23 +226,91 @@ class Admin:
             raise AdminError("user not found")
         await self.accounts.push_user(user_id)
 
-    async def set_user_remain(self, user_id: int, remain: int) -> None:
+    async def set_user_remain(self, user_id: int, remain: int) -> int:
+        """``limit := used_live + remain``, atomic against in-flight spend; returns the limit."""
         check_quota(remain, "quota")
-        _, used = await self.accounts.live_user(user_id)
-        async with self.pool.acquire() as conn:
-            done = await conn.execute(
-                "UPDATE users SET quota_limit = $2, ver = ver + 1 WHERE id = $1 AND deleted_at IS NULL",
-                user_id, used + remain,
-            )  # fmt: skip
-        if done != "UPDATE 1":
-            raise AdminError("user not found")
+        key = self.accounts.keys.user(user_id)
+        async with self.pool.acquire() as conn, conn.transaction():
+            old = await conn.fetchval(
+                "SELECT quota_limit FROM users WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+                user_id,
+            )
+            if old is None:
+                raise AdminError("user not found")
+            limit = await self._pin_limit(key, remain, lambda: self.accounts.ensure_user(user_id))
+            try:
+                await conn.execute(
+                    "UPDATE users SET quota_limit = $2, ver = ver + 1 WHERE id = $1",
+                    user_id, limit,
+                )  # fmt: skip
+            except BaseException:
+                await self._restore_limit(key, int(old))
+                raise
         await self.accounts.push_user(user_id)
+        return limit
 
     async def set_user_status(self, user_id: int, status: int) -> None:
         async with self.pool.acquire() as conn:
             done = await conn.execute(
                 "UPDATE users SET status = $2, ver = ver + 1 WHERE id = $1 AND deleted_at IS NULL",
                 user_id, status,
+            )  # fmt: skip
+        if done != "UPDATE 1":
+            raise AdminError("user not found")
+        await self.accounts.push_user(user_id)
+
+    async def set_user_role(self, user_id: int, role: int) -> None:
+        if role not in ROLES.values():
+            raise AdminError("role must be 1 (user), 10 (admin) or 100 (root)")
+        async with self.pool.acquire() as conn:
+            done = await conn.execute(
+                "UPDATE users SET role = $2, ver = ver + 1 WHERE id = $1 AND deleted_at IS NULL",
+                user_id, role,
+            )  # fmt: skip
+        if done != "UPDATE 1":
+            raise AdminError("user not found")
+        # The role is part of every cached token's metadata: drop them.
+        await self.accounts.push_user(user_id)
+
+    async def update_user(self, user_id: int, changes: dict[str, Any]) -> None:
+        """Profile fields (``USER_UPDATABLE``); quota goes through ``set_user_remain``."""
+        sets: list[str] = []
+        args: list[Any] = [user_id]
+        for field in USER_UPDATABLE:
+            if field not in changes:
+                continue
+            value = changes[field]
+            if field == "username":
+                value = check_username(value)
+            if field == "password":
+                check_password(value)
+                field, value = "password_hash", hash_password(value)
+            args.append(value)
+            sets.append(f'"{field}" = ${len(args)}')
+        if sets:
+            sql = (
+                f"UPDATE users SET {', '.join(sets)}, ver = ver + 1"
+                " WHERE id = $1 AND deleted_at IS NULL"
+            )
+            try:
+                async with self.pool.acquire() as conn:
+                    done = await conn.execute(sql, *args)
+            except asyncpg.UniqueViolationError:
+                raise AdminError(f"username {changes.get('username')!r} is already taken") from None
+            if done != "UPDATE 1":
+                raise AdminError("user not found")
+            await self.accounts.push_user(user_id)
+        if "quota" in changes:
+            await self.set_user_remain(user_id, int(changes["quota"]))
+
+    async def delete_user(self, user_id: int) -> None:
+        """Soft delete: the user's tokens stop at once (the ledger marks the user disabled) and
+        the access token is forgotten; the username becomes free again."""
+        async with self.pool.acquire() as conn:
+            done = await conn.execute(
+                "UPDATE users SET deleted_at = $2, access_token_hash = NULL, ver = ver + 1"
+                " WHERE id = $1 AND deleted_at IS NULL",
+                user_id, int(time.time()),
             )  # fmt: skip
         if done != "UPDATE 1":
             raise AdminError("user not found")
@@ -220,11 +374,12 @@ class Admin:
     async def update_token(
         self, token_id: int, changes: dict[str, Any], user_id: int | None = None
     ) -> None:
-        """Apply validated field changes. ``remain_quota`` is turned into a new ``limit``
-        against the live ``used``; other fields are written as given."""
-        row = await self.token_row(token_id, user_id)
-        if row is None:
-            raise AdminError("token not found")
+        """Apply validated field changes in one PostgreSQL transaction, then push them.
+
+        ``remain_quota`` becomes ``limit := used_live + X``, pinned atomically in the ledger
+        while the row is locked (``_pin_limit``); ``add_quota`` adds to ``limit``. ``used`` is
+        never written. Other fields are written as given.
+        """
         sets: list[str] = []
         args: list[Any] = [token_id]
 
@@ -236,7 +391,10 @@ class Admin:
             check_token_name(changes["name"])
             put("name", changes["name"])
         if "expired_time" in changes:
-            put("expired_time", int(changes["expired_time"]))
+            expired = int(changes["expired_time"])
+            if expired != -1 and expired < 0:
+                raise AdminError("expired_time must be -1 (never) or a unix timestamp")
+            put("expired_time", expired)
         if "unlimited_quota" in changes:
             put("unlimited_quota", bool(changes["unlimited_quota"]))
         if "model_limits" in changes:
@@ -253,28 +411,51 @@ class Admin:
                 put(field, int(changes[field]))
         if "status" in changes:
             put("status", int(changes["status"]))
-        if "remain_quota" in changes:
-            remain = int(changes["remain_quota"])
-            check_quota(remain, "remain_quota")
-            _, used = await self.accounts.live_token(token_id, int(row["user_id"]))
-            put("quota_limit", used + remain)
         if "add_quota" in changes:
             args.append(int(changes["add_quota"]))
             sets.append(f"quota_limit = quota_limit + ${len(args)}")
-        if not sets:
+        remain: int | None = None
+        if "remain_quota" in changes:
+            remain = int(changes["remain_quota"])
+            check_quota(remain, "remain_quota")
+        if not sets and remain is None:
+            if await self.token_row(token_id, user_id) is None:
+                raise AdminError("token not found")
             return
-        sql = f"UPDATE tokens SET {', '.join(sets)}, ver = ver + 1 WHERE id = $1 AND deleted_at IS NULL"
-        async with self.pool.acquire() as conn:
-            done = await conn.execute(sql, *args)
-        if done != "UPDATE 1":
-            raise AdminError("token not found")
+        owner_clause = "" if user_id is None else " AND user_id = $2"
+        owner_args: list[Any] = [] if user_id is None else [user_id]
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT user_id, quota_limit FROM tokens WHERE id = $1 AND deleted_at IS NULL"
+                f"{owner_clause} FOR UPDATE",
+                token_id, *owner_args,
+            )  # fmt: skip
+            if row is None:
+                raise AdminError("token not found")
+            owner = int(row["user_id"])
+            key = self.accounts.keys.token(owner, token_id)
+            pinned = False
+            try:
+                if remain is not None:
+                    limit = await self._pin_limit(
+                        key, remain, lambda: self.accounts.ensure_token(token_id, owner)
+                    )
+                    pinned = True
+                    put("quota_limit", limit)
+                sql = f"UPDATE tokens SET {', '.join(sets)}, ver = ver + 1 WHERE id = $1"
+                await conn.execute(sql, *args)
+            except BaseException:
+                if pinned:
+                    await self._restore_limit(key, int(row["quota_limit"]))
+                raise
         await self.accounts.push_token(token_id)
 
     async def delete_token(self, token_id: int, user_id: int | None = None) -> None:
         async with self.pool.acquire() as conn:
             if user_id is None:
                 done = await conn.execute(
-                    "UPDATE tokens SET deleted_at = $2, ver = ver + 1 WHERE id = $1 AND deleted_at IS NULL",
+                    "UPDATE tokens SET deleted_at = $2, ver = ver + 1"
+                    " WHERE id = $1 AND deleted_at IS NULL",
                     token_id, int(time.time()),
                 )  # fmt: skip
             else:
@@ -301,6 +482,8 @@ class Admin:
         weight: int = 1,
         type_: int = 1,
         model_mapping: str = "",
+        status: int = 1,
+        test_model: str = "",
     ) -> int:
         if not key:
             raise AdminError("channel key cannot be empty")
@@ -309,20 +492,83 @@ class Admin:
         model_list = normalize_models(models)
         if not model_list:
             raise AdminError("a channel needs at least one model")
+        if status not in CHANNEL_STATUSES:
+            raise AdminError("status must be 1 (enabled), 2 (disabled) or 3 (auto-disabled)")
         async with self.pool.acquire() as conn:
             channel_id = await conn.fetchval(
-                'INSERT INTO channels (type, name, key, base_url, models, "group", priority, weight,'
-                " model_mapping) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) RETURNING id",
+                'INSERT INTO channels (type, name, key, base_url, models, "group", priority,'
+                " weight, model_mapping, status, test_model)"
+                " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)"
+                " RETURNING id",
                 type_, name, key, base_url.rstrip("/"), model_list, group, priority, weight,
-                model_mapping,
+                model_mapping, status, test_model,
             )  # fmt: skip
         await self.announce_channel(int(channel_id))
         return int(channel_id)
 
+    async def update_channel(self, channel_id: int, changes: dict[str, Any]) -> None:
+        """Write the given fields; an empty ``key`` keeps the stored one (it is write-only,
+        so clients that echo a channel back without it must not wipe it)."""
+        sets: list[str] = []
+        args: list[Any] = [channel_id]
+
+        def put(column: str, value: Any) -> None:
+            args.append(value)
+            sets.append(f'"{column}" = ${len(args)}')
+
+        for field in ("type", "name", "priority", "weight", "model_mapping", "test_model", "group"):
+            if field in changes:
+                put(field, changes[field])
+        if changes.get("key"):
+            put("key", changes["key"])
+        if "base_url" in changes:
+            base_url = str(changes["base_url"])
+            if not base_url.startswith(("http://", "https://")):
+                raise AdminError("base_url must start with http:// or https://")
+            put("base_url", base_url.rstrip("/"))
+        if "models" in changes:
+            model_list = normalize_models(changes["models"])
+            if not model_list:
+                raise AdminError("a channel needs at least one model")
+            put("models", model_list)
+        if "status" in changes:
+            if changes["status"] not in CHANNEL_STATUSES:
+                raise AdminError("status must be 1 (enabled), 2 (disabled) or 3 (auto-disabled)")
+            put("status", changes["status"])
+        async with self.pool.acquire() as conn:
+            if sets:
+                done = await conn.execute(
+                    f"UPDATE channels SET {', '.join(sets)} WHERE id = $1 AND deleted_at IS NULL",
+                    *args,
+                )
+            else:
+                found = await conn.fetchval(
+                    "SELECT 1 FROM channels WHERE id = $1 AND deleted_at IS NULL", channel_id
+                )
+                done = "UPDATE 1" if found else "UPDATE 0"
+        if done != "UPDATE 1":
+            raise AdminError("Channel does not exist")
+        await self.announce_channel(channel_id)
+
+    async def delete_channel(self, channel_id: int) -> None:
+        async with self.pool.acquire() as conn:
+            done = await conn.execute(
+                "UPDATE channels SET deleted_at = $2 WHERE id = $1 AND deleted_at IS NULL",
+                channel_id, int(time.time()),
+            )  # fmt: skip
+        if done != "UPDATE 1":
+            raise AdminError("Channel does not exist")
+        await self.announce_channel(channel_id)
+
+    async def record_channel_test(self, channel_id: int, response_ms: int) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.execute(
+                "UPDATE channels SET test_time = $2, response_time = $3 WHERE id = $1",
+                channel_id, int(time.time()), response_ms,
+            )  # fmt: skip
+
     async def announce_channel(self, channel_id: int) -> None:
-        await self.accounts.redis.publish(
-            self.accounts.keys.inval_channel, msg_channel(channel_id)
-        )
+        await self.accounts.redis.publish(self.accounts.keys.inval_channel, msg_channel(channel_id))
 
     async def set_option(self, key: str, value: str) -> None:
         async with self.pool.acquire() as conn:

@@ -1,0 +1,90 @@
+"""Dashboard authentication: a system access token plus the ``New-Api-User`` header.
+
+Follows New API's 2025 to mid-2026 ``UserAuth``/``AdminAuth``/``RootAuth`` (NEWAPI.md §1.1),
+which is what existing scripts send. Checks run in New API's order: credentials, then
+``New-Api-User``, then banned, then role. Missing credentials and a missing, malformed or
+mismatched ``New-Api-User`` are HTTP 401; an unknown access token, a banned user and too low a
+role are HTTP 200 with ``success: false``. Access tokens are stored as SHA-256 hashes, so a
+lookup is one indexed query and the token itself is never stored, compared or logged.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from relaygate.admin import ROLE_ADMIN, ROLE_ROOT, ROLE_USER
+from relaygate.api.envelope import ApiFail
+from relaygate.credentials import hash_secret
+from relaygate.runtime import Runtime
+from relaygate.store import api_queries as q
+
+MSG_NO_TOKEN = "Unauthorized, not logged in and no access token provided"
+MSG_BAD_TOKEN = "Unauthorized, invalid access token"
+MSG_NO_USER_HEADER = "Unauthorized, New-Api-User header not provided"
+MSG_BAD_USER_HEADER = "Unauthorized, New-Api-User header format error"
+MSG_USER_MISMATCH = "Unauthorized, New-Api-User does not match logged in user"
+MSG_BANNED = "User has been banned"
+MSG_NO_PRIVILEGE = "Unauthorized, insufficient privileges"
+MSG_INVALID_USER = "Unauthorized, invalid user information"
+
+
+class Level(enum.IntEnum):
+    """Who may call a route; the numbers are New API's role thresholds."""
+
+    PUBLIC = 0
+    USER = ROLE_USER
+    ADMIN = ROLE_ADMIN
+    ROOT = ROLE_ROOT
+    KEY = -1  # authenticated by an sk- token, not an access token
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    id: int
+    username: str
+    role: int
+    group: str
+
+    @property
+    def is_root(self) -> bool:
+        return self.role >= ROLE_ROOT
+
+
+def access_token_of(request: web.Request) -> str:
+    """New API strips the first ``Bearer `` and takes the rest; the bare token works too."""
+    raw = request.headers.get("Authorization", "")
+    value = raw.strip()
+    if value[:7].lower() == "bearer ":
+        value = value[7:].strip()
+    return value
+
+
+async def authenticate(request: web.Request, rt: Runtime, level: Level) -> Caller:
+    token = access_token_of(request)
+    if not token:
+        raise ApiFail(MSG_NO_TOKEN, 401)
+    if len(token) > 512:
+        raise ApiFail(MSG_BAD_TOKEN)
+    async with rt.pool.acquire() as conn:
+        row = await conn.fetchrow(q.USER_BY_ACCESS_TOKEN, hash_secret(token))
+    if row is None:
+        raise ApiFail(MSG_BAD_TOKEN)
+    header = request.headers.get("New-Api-User")
+    if header is None or header.strip() == "":
+        raise ApiFail(MSG_NO_USER_HEADER, 401)
+    header = header.strip()
+    if not header.isascii() or not header.lstrip("-").isdigit() or len(header) > 18:
+        raise ApiFail(MSG_BAD_USER_HEADER, 401)
+    if int(header) != int(row["id"]):
+        raise ApiFail(MSG_USER_MISMATCH, 401)
+    if int(row["status"]) != 1:
+        raise ApiFail(MSG_BANNED)
+    role = int(row["role"])
+    if role < int(level):
+        raise ApiFail(MSG_NO_PRIVILEGE)
+    if not row["username"] or role not in (ROLE_USER, ROLE_ADMIN, ROLE_ROOT):
+        raise ApiFail(MSG_INVALID_USER)
+    return Caller(int(row["id"]), row["username"], role, row["group"])

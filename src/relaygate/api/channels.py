@@ -1,0 +1,266 @@
+"""``/api/channel/`` (admins): upstream channels (NEWAPI.md §1.4, §6).
+
+The upstream key is write-only: it is accepted on create and update and never returned.
+Every write publishes ``chan:<id>`` on the invalidation channel (``Admin.announce_channel``),
+so every relay rebuilds its channel table before its next request can pick the old one.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from relaygate.api.auth import Level
+from relaygate.api.envelope import ApiFail, fail, ok, page
+from relaygate.api.routing import Ctx, RouteTable
+from relaygate.api.validation import (
+    as_int,
+    as_str,
+    as_str_list,
+    body_id,
+    get_id,
+    like_pattern,
+    page_query,
+    prefix_pattern,
+    query_int,
+    query_str,
+    read_body,
+)
+from relaygate.api.views import channel_view
+from relaygate.channels import channel_from_row
+from relaygate.relay.handlers import upstream_headers
+from relaygate.store import api_queries as q
+
+routes = RouteTable()
+
+MSG_NOT_FOUND = "Channel does not exist"
+DEFAULT_BASE_URL = "https://api.openai.com"
+TEST_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=10)
+MAX_PRIORITY = 10**9
+MAX_KEYS_PER_BATCH = 100
+
+
+def _mapping(value: Any) -> str:
+    """``model_mapping``: a JSON object of requested -> upstream model, as text or object."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, str):
+        as_str(value, "model_mapping", 20_000)
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            raise ApiFail("model_mapping must be a JSON object of model names") from None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ApiFail("model_mapping must be a JSON object mapping model names to model names")
+    return orjson.dumps(value).decode()
+
+
+def parse_channel_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """Validated changes in ``Admin.update_channel``'s vocabulary; absent fields stay absent."""
+    out: dict[str, Any] = {}
+    if body.get("type") is not None:
+        out["type"] = as_int(body["type"], "type", 0, 1000)
+    if body.get("name") is not None:
+        out["name"] = as_str(body["name"], "name", 100)
+    if body.get("key") is not None:
+        out["key"] = as_str(body["key"], "key", 10_000).strip()
+    if body.get("base_url") is not None:
+        base_url = as_str(body["base_url"], "base_url", 500).strip()
+        if base_url and not base_url.startswith(("http://", "https://")):
+            raise ApiFail("base_url must start with http:// or https://")
+        out["base_url"] = base_url or DEFAULT_BASE_URL
+    if body.get("models") is not None:
+        models = [m.strip() for m in as_str_list(body["models"], "models") if m.strip()]
+        if not models:
+            raise ApiFail("models cannot be empty")
+        out["models"] = models
+    if body.get("group") is not None:
+        groups = [g.strip() for g in as_str_list(body["group"], "group", 50, 64) if g.strip()]
+        out["group"] = ",".join(groups) or "default"
+    if body.get("priority") is not None:
+        out["priority"] = as_int(body["priority"], "priority", -MAX_PRIORITY, MAX_PRIORITY)
+    if body.get("weight") is not None:
+        out["weight"] = as_int(body["weight"], "weight", 0, 1_000_000)
+    if body.get("status") is not None:
+        out["status"] = as_int(body["status"], "status", 1, 3)
+    if "model_mapping" in body:
+        out["model_mapping"] = _mapping(body["model_mapping"])
+    if body.get("test_model") is not None:
+        out["test_model"] = as_str(body["test_model"], "test_model", 255).strip()
+    return out
+
+
+async def _row(ctx: Ctx, channel_id: int) -> Any:
+    async with ctx.rt.pool.acquire() as conn:
+        row = await conn.fetchrow(q.CHANNEL_BY_ID, channel_id)
+    if row is None:
+        raise ApiFail(MSG_NOT_FOUND)
+    return row
+
+
+async def _page(ctx: Ctx, filters: tuple[Any, ...]) -> web.StreamResponse:
+    page_no, size = page_query(ctx.request)
+    async with ctx.rt.pool.acquire() as conn:
+        rows = await conn.fetch(q.CHANNELS_PAGE, *filters, size, (page_no - 1) * size)
+        total = await conn.fetchval(q.COUNT_CHANNELS, *filters)
+        counts = await conn.fetch(q.CHANNEL_TYPE_COUNTS)
+    type_counts = {str(r["type"]): int(r["n"]) for r in counts}
+    type_counts["all"] = sum(int(r["n"]) for r in counts)
+    items = [channel_view(r) for r in rows]
+    return ok(page(page_no, size, int(total), items, type_counts=type_counts))
+
+
+@routes.route("GET", "/api/channel/", Level.ADMIN)
+async def list_channels(ctx: Ctx) -> web.StreamResponse:
+    status = query_int(ctx.request, "status", None, 0, 3)
+    type_ = query_int(ctx.request, "type", None, 0, 1000)
+    group = query_str(ctx.request, "group", 64) or None
+    return await _page(ctx, (status, type_, group, None, None, None))
+
+
+@routes.route("GET", "/api/channel/search", Level.ADMIN)
+async def search_channels(ctx: Ctx) -> web.StreamResponse:
+    """``keyword``: name or base URL prefix (a LIKE pattern with ``%``), or an exact id."""
+    keyword = query_str(ctx.request, "keyword")
+    group = query_str(ctx.request, "group", 64) or None
+    model = query_str(ctx.request, "model", 255) or None
+    status = query_int(ctx.request, "status", None, 0, 3)
+    pattern: str | None = None
+    exact: int | None = None
+    if keyword:
+        like, is_like = like_pattern(keyword, "keyword")
+        pattern = like if is_like else prefix_pattern(keyword)
+        if keyword.isascii() and keyword.isdigit() and len(keyword) < 18:
+            exact = int(keyword)
+    return await _page(ctx, (status, None, group, pattern, exact, model))
+
+
+@routes.route("GET", "/api/channel/test/{id}", Level.ADMIN)
+async def test_channel(ctx: Ctx) -> web.StreamResponse:
+    """One small chat completion through the channel; reports ``time`` in seconds (float)
+    at the top level, as New API does, and records the latency on the channel."""
+    channel_id = get_id(ctx.request.match_info["id"])
+    model_arg = query_str(ctx.request, "model", 255)
+    async with ctx.rt.pool.acquire() as conn:
+        row = await conn.fetchrow(q.CHANNEL_FOR_TEST, channel_id)
+    if row is None:
+        raise ApiFail(MSG_NOT_FOUND)
+    channel = channel_from_row(row)
+    model = model_arg or row["test_model"] or (sorted(channel.models) or ["gpt-4o-mini"])[0]
+    payload = {
+        "model": channel.upstream_model(model),
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 1,
+    }
+    started = time.perf_counter()
+    try:
+        async with ctx.rt.http.post(
+            channel.base_url + "/v1/chat/completions",
+            data=orjson.dumps(payload),
+            headers=upstream_headers(channel),
+            timeout=TEST_TIMEOUT,
+        ) as resp:
+            body = await resp.read()
+            status = resp.status
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        elapsed = time.perf_counter() - started
+        return fail(f"Channel test failed: {type(exc).__name__}", time=round(elapsed, 3))
+    elapsed = time.perf_counter() - started
+    await ctx.admin.record_channel_test(channel_id, int(elapsed * 1000))
+    if status != 200:
+        return fail(f"Channel test failed: upstream answered HTTP {status}", time=round(elapsed, 3))
+    try:
+        answer = orjson.loads(body)
+        valid = isinstance(answer, dict) and "choices" in answer
+    except orjson.JSONDecodeError:
+        valid = False
+    if not valid:
+        return fail("Channel test failed: the upstream answer is not a chat completion",
+                    time=round(elapsed, 3))  # fmt: skip
+    data = {"time": round(elapsed, 3), "model": model, "status_code": status}
+    return ok(data, time=round(elapsed, 3))
+
+
+@routes.route("GET", "/api/channel/{id}", Level.ADMIN)
+async def get_channel(ctx: Ctx) -> web.StreamResponse:
+    return ok(channel_view(await _row(ctx, get_id(ctx.request.match_info["id"]))))
+
+
+@routes.route("POST", "/api/channel/", Level.ADMIN)
+async def create_channel(ctx: Ctx) -> web.StreamResponse:
+    """New API's ``{mode, channel}`` body (``single``, or ``batch``: one channel per line of
+    ``key``), or the channel object itself."""
+    body = await read_body(ctx.request)
+    mode = body.get("mode", "single")
+    if mode not in ("single", "batch"):
+        raise ApiFail("mode must be single or batch")
+    inner = body.get("channel", body)
+    if not isinstance(inner, dict):
+        raise ApiFail("channel must be a JSON object")
+    fields = parse_channel_fields(inner)
+    key = fields.get("key", "")
+    if not key:
+        raise ApiFail("channel key cannot be empty")
+    if "models" not in fields:
+        raise ApiFail("models cannot be empty")
+    keys = [k.strip() for k in key.split("\n") if k.strip()] if mode == "batch" else [key]
+    if len(keys) > MAX_KEYS_PER_BATCH:
+        raise ApiFail(f"Too many items in batch request, maximum is {MAX_KEYS_PER_BATCH}")
+    ids = []
+    for one in keys:
+        ids.append(
+            await ctx.admin.create_channel(
+                fields.get("name", ""),
+                fields.get("base_url", DEFAULT_BASE_URL),
+                one,
+                fields["models"],
+                group=fields.get("group", "default"),
+                priority=fields.get("priority", 0),
+                weight=fields.get("weight", 0),
+                type_=fields.get("type", 1),
+                model_mapping=fields.get("model_mapping", ""),
+                status=fields.get("status", 1),
+                test_model=fields.get("test_model", ""),
+            )
+        )
+    if mode == "batch":
+        return ok({"ids": ids})
+    return ok(channel_view(await _row(ctx, ids[0])))
+
+
+@routes.route("PUT", "/api/channel/", Level.ADMIN)
+async def update_channel(ctx: Ctx) -> web.StreamResponse:
+    """Fields left out keep their value; an empty or absent ``key`` keeps the stored key.
+    ``?status_only=1`` writes only ``status``."""
+    body = await read_body(ctx.request)
+    channel_id = body_id(body)
+    if ctx.request.query.get("status_only"):
+        if body.get("status") is None:
+            raise ApiFail("Invalid parameters: status is required")
+        changes: dict[str, Any] = {"status": as_int(body["status"], "status", 1, 3)}
+    else:
+        changes = parse_channel_fields(body)
+    await ctx.admin.update_channel(channel_id, changes)
+    return ok(channel_view(await _row(ctx, channel_id)))
+
+
+@routes.route("POST", "/api/channel/{id}/status", Level.ADMIN)
+async def set_channel_status(ctx: Ctx) -> web.StreamResponse:
+    channel_id = get_id(ctx.request.match_info["id"])
+    body = await read_body(ctx.request)
+    if body.get("status") is None:
+        raise ApiFail("Invalid parameters: status is required")
+    await ctx.admin.update_channel(channel_id, {"status": as_int(body["status"], "status", 1, 3)})
+    return ok(channel_view(await _row(ctx, channel_id)))
+
+
+@routes.route("DELETE", "/api/channel/{id}", Level.ADMIN)
+async def delete_channel(ctx: Ctx) -> web.StreamResponse:
+    await ctx.admin.delete_channel(get_id(ctx.request.match_info["id"]))
+    return ok()
