@@ -135,7 +135,7 @@ OpenAI Python SDK (pip install openai):
   print(r.choices[0].message.content, r.usage)
   for chunk in client.chat.completions.create(model="gpt-4o-mini", stream=True,
                                               messages=[{{"role": "user", "content": "Hello"}}]):
-      print(chunk.choices[0].delta.content if chunk.choices else "", end="")
+      print(chunk.choices[0].delta.content or "" if chunk.choices else "", end="")
 
 Management API (New API-compatible), user id {creds["user_id"]}:
 
