@@ -49,7 +49,7 @@ STATUS_DELETED = 9
 
 
 class Script:
-    """One Lua file, addressed by SHA; reloaded transparently on NOSCRIPT."""
+    """One Lua file, addressed by SHA; on NOSCRIPT it is sent once with EVAL (which caches it)."""
 
     __slots__ = ("body", "name", "sha")
 
@@ -66,8 +66,9 @@ class Script:
         except ResponseError as exc:  # some clients do not map NOSCRIPT to NoScriptError
             if not str(exc).startswith("NOSCRIPT"):
                 raise
-        await conn.execute_command("SCRIPT", "LOAD", self.body)
-        return await conn.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+        # EVAL sends the body, runs it and caches it server-side in one step, so it cannot
+        # lose a race with another SCRIPT FLUSH the way SCRIPT LOAD + EVALSHA could.
+        return await conn.execute_command("EVAL", self.body, len(keys), *keys, *args)
 
 
 @dataclass(frozen=True, slots=True)
