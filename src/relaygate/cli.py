@@ -124,6 +124,18 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--expires", type=int, default=None)
     a.add_argument("--delete", action="store_true")
 
+    a = asub.add_parser(
+        "show-token", help="live quota figures of a token (Redis) next to PostgreSQL's"
+    )
+    _add_setting_flags(a, COMMON)
+    a.add_argument("--id", type=int, required=True)
+
+    a = asub.add_parser(
+        "show-user", help="live quota figures of a user (Redis) next to PostgreSQL's"
+    )
+    _add_setting_flags(a, COMMON)
+    a.add_argument("--id", type=int, required=True)
+
     a = asub.add_parser("top-up", help="add quota to a user's balance")
     _add_setting_flags(a, COMMON)
     a.add_argument("--user-id", type=int, required=True)
@@ -463,7 +475,47 @@ def cmd_admin(settings: Settings, args: argparse.Namespace) -> None:
         await admin.set_option(args.key, args.value)
         return {"key": args.key}
 
+    async def show_token(admin: Any) -> dict[str, Any]:
+        row = await admin.token_row(args.id)
+        if row is None:
+            raise Fatal(f"token {args.id} not found")
+        limit, used = await admin.accounts.live_token(args.id, int(row["user_id"]))
+        return {
+            "id": args.id,
+            "user_id": int(row["user_id"]),
+            "name": row["name"],
+            "status": int(row["status"]),
+            "unlimited_quota": bool(row["unlimited_quota"]),
+            "limit": limit,
+            "used": used,
+            "remain": limit - used,
+            "flushed_used": int(row["used_quota"]),
+            "redis_key": admin.accounts.keys.token(int(row["user_id"]), args.id),
+        }
+
+    async def show_user(admin: Any) -> dict[str, Any]:
+        async with admin.pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT * FROM users WHERE id = $1 AND deleted_at IS NULL", args.id
+            )
+        if row is None:
+            raise Fatal(f"user {args.id} not found")
+        limit, used = await admin.accounts.live_user(args.id)
+        return {
+            "id": args.id,
+            "username": row["username"],
+            "role": int(row["role"]),
+            "status": int(row["status"]),
+            "limit": limit,
+            "used": used,
+            "remain": limit - used,
+            "flushed_used": int(row["used_quota"]),
+            "redis_key": admin.accounts.keys.user(args.id),
+        }
+
     actions = {
+        "show-token": show_token,
+        "show-user": show_user,
         "create-user": create_user,
         "create-channel": create_channel,
         "create-token": create_token,

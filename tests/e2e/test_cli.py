@@ -24,7 +24,10 @@ async def test_bad_configuration_fails_with_one_line(settings):
     cases = [
         ({"RELAYGATE_PORT": "abc"}, "RELAYGATE_PORT"),
         ({"RELAYGATE_REDIS_URL": "redis://127.0.0.1:1/0"}, "cannot use Redis"),
-        ({"RELAYGATE_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/x"}, "cannot use PostgreSQL"),
+        (
+            {"RELAYGATE_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/x"},
+            "cannot use PostgreSQL",
+        ),
         ({"RELAYGATE_SHARDS": "0"}, "RELAYGATE_SHARDS"),
     ]
     for env, expected in cases:
@@ -36,17 +39,41 @@ async def test_bad_configuration_fails_with_one_line(settings):
 
 
 async def test_admin_commands_print_json(settings, env):
-    made = await asyncio.to_thread(_run, settings, "admin", "create-user", "--username", "cli", "--role", "admin")
+    made = await asyncio.to_thread(
+        _run, settings, "admin", "create-user", "--username", "cli", "--role", "admin"
+    )
     assert made.returncode == 0, made.stderr
     import json
 
     user = json.loads(made.stdout)
     assert set(user) == {"id", "username", "role", "access_token"} and user["role"] == 10
     tok = json.loads(
-        (await asyncio.to_thread(_run, settings, "admin", "create-token", "--user-id", str(user["id"]), "--name", "t", "--remain-quota", "5")).stdout
+        (
+            await asyncio.to_thread(
+                _run,
+                settings,
+                "admin",
+                "create-token",
+                "--user-id",
+                str(user["id"]),
+                "--name",
+                "t",
+                "--remain-quota",
+                "5",
+            )
+        ).stdout
     )
     assert tok["key"].startswith("sk-") and len(tok["key"]) == 51
-    bad = await asyncio.to_thread(_run, settings, "admin", "create-token", "--user-id", "9999", "--name", "t")
+    shown = json.loads(
+        (
+            await asyncio.to_thread(_run, settings, "admin", "show-token", "--id", str(tok["id"]))
+        ).stdout
+    )
+    assert (shown["limit"], shown["used"], shown["remain"]) == (5, 0, 5)
+    assert tok["key"][3:] not in json.dumps(shown)
+    bad = await asyncio.to_thread(
+        _run, settings, "admin", "create-token", "--user-id", "9999", "--name", "t"
+    )
     assert bad.returncode == 1 and "not found" in bad.stderr and "Traceback" not in bad.stderr
 
 
