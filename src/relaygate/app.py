@@ -13,6 +13,7 @@ import aiohttp
 from aiohttp import web
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from relaygate import metrics
 from relaygate.accounts import Accounts
 from relaygate.config import Settings
 from relaygate.keys import KeyScheme
@@ -139,6 +140,7 @@ def init_app(settings: Settings, *, with_api: bool = True) -> web.Application:
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_runtime_ctx)
     add_routes(app)
+    metrics.install(app)
     if with_api:
         from relaygate.api import add_api_routes
 
