@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -39,7 +40,7 @@ class Metrics:
             registry=self.registry,
         )
 
-    def middleware(self) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    def middleware(self) -> Middleware:
         requests = self.requests
         latency = self.latency
 
