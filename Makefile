@@ -37,6 +37,15 @@ services: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run_bench.py
 
+bench-locust: $(STAMP)
+	$(BIN)/python bench/run_locust.py
+
+bench-flusher: $(STAMP)
+	$(BIN)/python bench/flusher_bench.py
+
+bench-peers: $(STAMP)
+	$(BIN)/python bench/peers.py
+
 soak: $(STAMP)
 	$(BIN)/python -m tests.services -- $(BIN)/python -m pytest -q -m soak tests/soak
 

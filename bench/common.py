@@ -1,0 +1,385 @@
+"""Shared plumbing for the benchmarks: own database, own Redis key prefix, processes, wrk.
+
+Every benchmark here:
+  * creates its own PostgreSQL database (``relaygate_bench`` unless RG_BENCH_DB is set) and
+    drops it at the end,
+  * uses its own Redis key prefix (``rgbench`` unless RG_BENCH_PREFIX is set) and deletes
+    only keys under that prefix (SCAN + UNLINK) — never FLUSHALL, never any other key,
+  * starts real processes (``relaygate serve``, ``relaygate worker``, nginx, wrk) and stops
+    them by pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+RESULTS = BENCH / "results"
+BIN = Path(sys.executable).parent
+RELAYGATE = str(BIN / "relaygate")
+PG_HOST = os.environ.get("RG_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
+DB_NAME = os.environ.get("RG_BENCH_DB", "relaygate_bench")
+DATABASE_URL = f"{PG_HOST}/{DB_NAME}"
+REDIS_URL = os.environ.get("RG_BENCH_REDIS", "redis://127.0.0.1:6379/0")
+PREFIX = os.environ.get("RG_BENCH_PREFIX", "rgbench")
+NCPU = os.cpu_count() or 1
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+BIG_QUOTA = 10**14  # quota units; New API's bound is 5e14
+
+NS_MODEL = "gpt-4o-mini"  # served by the non-stream channel (nginx /v1/chat/completions)
+STREAM_MODEL = "gpt-4o"  # served by the stream channel (nginx /stream/v1/chat/completions)
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def relay_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "RELAYGATE_DATABASE_URL": DATABASE_URL,
+            "RELAYGATE_REDIS_URL": REDIS_URL,
+            "RELAYGATE_KEY_PREFIX": PREFIX,
+            "RELAYGATE_LOG_LEVEL": "warning",
+            "RELAYGATE_FLUSH_BLOCK_MS": "100",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+# --- database and Redis key space ---------------------------------------------------------
+
+
+def _psql(sql: str, db: str = "postgres") -> None:
+    subprocess.run(
+        ["psql", f"{PG_HOST}/{db}", "-v", "ON_ERROR_STOP=1", "-qc", sql],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def create_database() -> None:
+    _psql(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+    _psql(f'CREATE DATABASE "{DB_NAME}"')
+    subprocess.run([RELAYGATE, "migrate"], env=relay_env(), check=True, stdout=subprocess.DEVNULL)
+
+
+def drop_database() -> None:
+    with contextlib.suppress(subprocess.CalledProcessError):
+        _psql(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+
+
+def clean_redis_prefix() -> int:
+    """Delete every key under ``PREFIX:`` (and nothing else). Returns how many."""
+    import redis
+
+    r = redis.Redis.from_url(REDIS_URL)
+    n = 0
+    batch: list[bytes] = []
+    for key in r.scan_iter(match=f"{PREFIX}:*", count=5000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            n += r.unlink(*batch)
+            batch = []
+    if batch:
+        n += r.unlink(*batch)
+    r.close()
+    return n
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+@dataclass
+class Proc:
+    name: str
+    args: list[str]
+    env: dict[str, str] | None = None
+    popen: subprocess.Popen[bytes] | None = None
+    logfile: Path | None = None
+
+    def start(self) -> Proc:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        self.logfile = RESULTS / f"{self.name}.log"
+        fh = self.logfile.open("wb")
+        self.popen = subprocess.Popen(self.args, env=self.env, stdout=fh, stderr=subprocess.STDOUT)
+        fh.close()
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        self.popen.send_signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(5)
+
+    def tail(self) -> str:
+        return (
+            self.logfile.read_text(errors="replace")[-2000:]
+            if self.logfile and self.logfile.exists()
+            else ""
+        )
+
+
+def wait_http(
+    url: str, proc: Proc | None = None, timeout: float = 30.0, method: str = "GET"
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.popen is not None and proc.popen.poll() is not None:
+            raise RuntimeError(f"{proc.name} exited:\n{proc.tail()}")
+        try:
+            req = urllib.request.Request(url, method=method)
+            with urllib.request.urlopen(req, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"{url} not ready" + (f":\n{proc.tail()}" if proc else ""))
+
+
+def pinned(cpus: str | None, args: Sequence[str]) -> list[str]:
+    if cpus is None or shutil.which("taskset") is None:
+        return list(args)
+    return ["taskset", "-c", cpus, *args]
+
+
+def process_tree(pid: int) -> list[int]:
+    """pid and all its descendants (the forked ``serve --workers N`` children)."""
+    out = [pid]
+    i = 0
+    while i < len(out):
+        p = out[i]
+        i += 1
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{p}/task"):
+                with contextlib.suppress(OSError):
+                    kids = Path(f"/proc/{p}/task/{task}/children").read_text().split()
+                    out.extend(int(k) for k in kids if int(k) not in out)
+    return out
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """utime + stime of the given processes, seconds (from /proc/<pid>/stat)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total / CLK_TCK
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+# --- nginx mock -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def nginx_mock(port: int, cpus: str | None = "0", workers: int = 1) -> Iterator[str]:
+    """Start the nginx mock (pinned to ``cpus``); yields the base URL."""
+    script = str(BENCH / "start_nginx_mock.sh")
+    env = dict(os.environ, NGINX_MOCK_WORKERS=str(workers))
+    subprocess.run(
+        pinned(cpus, [script, str(port)]), env=env, check=True, stdout=subprocess.DEVNULL
+    )
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        subprocess.run([script, str(port), "stop"], env=env, check=False, stdout=subprocess.DEVNULL)
+
+
+# --- wrk ------------------------------------------------------------------------------------
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    log("wrk missing: apt-get install -y wrk")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    if subprocess.run(
+        ["apt-get", "install", "-y", "wrk"], env=env, stdout=subprocess.DEVNULL
+    ).returncode:
+        subprocess.run(["apt-get", "update", "-qq"], env=env, check=False)
+        subprocess.run(
+            ["apt-get", "install", "-y", "wrk"], env=env, check=True, stdout=subprocess.DEVNULL
+        )
+    found = shutil.which("wrk")
+    if not found:
+        raise SystemExit("wrk could not be installed")
+    return found
+
+
+@dataclass
+class WrkResult:
+    requests: int
+    duration_s: float
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int  # socket errors + non-2xx
+    overhead_p50_ms: float | None = None
+    overhead_p99_ms: float | None = None
+    cpu_us_per_req: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def body_for(model: str, stream: bool) -> str:
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "Say hello in five words, please."},
+        ],
+        "max_tokens": 64,
+    }
+    if stream:
+        body["stream"] = True
+    return json.dumps(body, separators=(",", ":"))
+
+
+def run_wrk(
+    url: str,
+    body: str,
+    keys: Sequence[str],
+    *,
+    connections: int = 64,
+    threads: int = 2,
+    duration: float = 10,
+    cpus: str | None = "0",
+    overhead: bool = False,
+    cpu_pids: Sequence[int] = (),
+) -> WrkResult:
+    """POST ``body`` to ``url`` rotating over ``keys``; CPU of ``cpu_pids`` is sampled
+    around the run (µs per completed request)."""
+    wrk = ensure_wrk()
+    env = dict(
+        os.environ,
+        WRK_BODY=body,
+        WRK_KEYS=",".join(keys) if keys else "sk-none",
+        WRK_OVERHEAD="1" if overhead else "0",
+    )
+    threads = max(1, min(threads, connections))
+    args = pinned(
+        cpus,
+        [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--timeout", "10s",
+         "-s", str(BENCH / "wrk_post.lua"), url],
+    )  # fmt: skip
+    before = cpu_seconds(cpu_pids) if cpu_pids else 0.0
+    proc = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
+    after = cpu_seconds(cpu_pids) if cpu_pids else 0.0
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stdout}\n{proc.stderr}")
+    d = json.loads(line[8:])
+    res = WrkResult(
+        requests=d["requests"],
+        duration_s=d["duration_us"] / 1e6,
+        rps=d["requests"] / (d["duration_us"] / 1e6),
+        p50_ms=d["p50_us"] / 1000,
+        p99_ms=d["p99_us"] / 1000,
+        errors=d["errors"],
+        overhead_p50_ms=d.get("ovh_p50"),
+        overhead_p99_ms=d.get("ovh_p99"),
+    )
+    if cpu_pids and res.requests:
+        res.cpu_us_per_req = (after - before) * 1e6 / res.requests
+    return res
+
+
+def median(xs: Sequence[float | None]) -> float | None:
+    vals = [x for x in xs if x is not None]
+    return statistics.median(vals) if vals else None
+
+
+def fmt(x: float | None, spec: str = ",.0f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def write_json(name: str, data: Any) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(data, indent=2, default=lambda o: o.__dict__))
+    return path
+
+
+# --- provisioning through the admin CLI -----------------------------------------------------
+
+
+def admin(*args: str) -> dict[str, Any]:
+    out = subprocess.run(
+        [RELAYGATE, "admin", *args], env=relay_env(), check=True, capture_output=True, text=True
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+@dataclass
+class Seed:
+    user_id: int
+    keys: list[str]
+
+
+def seed_cli(mock_base: str, n_tokens: int = 8) -> Seed:
+    """A user, a non-stream and a stream channel on the nginx mock, and n big tokens."""
+    user = admin("create-user", "--username", "bench", "--quota", str(BIG_QUOTA))
+    admin("create-channel", "--name", "nginx-ns", "--base-url", mock_base, "--key", "sk-upstream",
+          "--models", NS_MODEL)  # fmt: skip
+    admin("create-channel", "--name", "nginx-stream", "--base-url", f"{mock_base}/stream",
+          "--key", "sk-upstream", "--models", STREAM_MODEL)  # fmt: skip
+    keys = []
+    for i in range(n_tokens):
+        tok = admin("create-token", "--user-id", str(user["id"]), "--name", f"bench-{i}",
+                    "--remain-quota", str(BIG_QUOTA))  # fmt: skip
+        keys.append(tok["key"])
+    return Seed(user_id=int(user["id"]), keys=keys)
+
+
+@contextlib.contextmanager
+def bench_space() -> Iterator[None]:
+    """Own database + own Redis prefix for the duration; always cleaned up."""
+    clean_redis_prefix()
+    create_database()
+    try:
+        yield
+    finally:
+        n = clean_redis_prefix()
+        drop_database()
+        log(f"cleaned up: database {DB_NAME} dropped, {n} Redis keys under {PREFIX}: deleted")

@@ -1,0 +1,149 @@
+"""`make bench-flusher`: events/s the flusher lands in PostgreSQL.
+
+Pushes BENCH_FLUSH_EVENTS (200,000) synthetic usage events into the shard streams — the
+exact field list of ``relaygate.relay.handlers.usage_event`` plus ``quota`` (what settle.lua
+appends) — with XADD pipelines, then starts ``relaygate worker`` processes
+(BENCH_FLUSH_WORKERS, default 1) and measures, from the first row landing to the last, how
+many events per second reach the ``logs`` table. Checks exactly-once afterwards: one row
+per event, and the tokens' used_quota equals the sum of the events' quota.
+
+Own database (relaygate_bench) and Redis prefix (rgbench); both cleaned up.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import orjson
+import redis
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common as c
+
+EVENTS = int(os.environ.get("BENCH_FLUSH_EVENTS", "200000"))
+WORKERS = int(os.environ.get("BENCH_FLUSH_WORKERS", "1"))
+SHARDS = 16
+N_TOKENS = 50
+TARGET = 20_000
+
+
+def psql(sql: str) -> str:
+    return subprocess.run(
+        ["psql", c.DATABASE_URL, "-tAc", sql], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def push_events(r: redis.Redis, tokens: list[tuple[int, int]]) -> int:
+    """XADD EVENTS events (field format of handlers.usage_event + quota); returns total quota."""
+    from relaygate.keys import KeyScheme
+
+    keys = KeyScheme(c.PREFIX, SHARDS)
+    other = orjson.dumps(
+        {"model_ratio": 0.075, "completion_ratio": 4.0, "group_ratio": 1.0, "model_price": -1,
+         "estimated": False, "reserved": 1234}
+    )  # fmt: skip
+    now = int(time.time())
+    total = 0
+    pipe = r.pipeline(transaction=False)
+    for i in range(EVENTS):
+        uid, tid = tokens[i % len(tokens)]
+        quota = 30 + i % 7
+        total += quota
+        fields = {
+            "quota": quota,
+            "rid": f"{time.time_ns():016x}{i:08x}", "ts": now, "user": uid, "token": tid,
+            "tname": f"bench-{tid}", "uname": f"user{uid}", "model": "gpt-4o-mini", "chan": 1,
+            "group": "default", "pt": 10, "ct": 20, "stream": i & 1, "lat": 3, "ip": "127.0.0.1",
+            "other": other,
+        }  # fmt: skip
+        pipe.xadd(keys.stream_of_user(uid), fields)
+        if len(pipe) >= 2000:
+            pipe.execute()
+    pipe.execute()
+    return total
+
+
+def main() -> None:
+    r = redis.Redis.from_url(c.REDIS_URL)
+    procs: list[c.Proc] = []
+    with c.bench_space():
+        try:
+            # Users and tokens straight in SQL (the flusher only adds to their used totals).
+            psql(
+                "INSERT INTO users (username, quota_limit) SELECT 'user' || g, 1000000000 FROM generate_series(1, 10) g;"
+            )
+            psql(
+                "INSERT INTO tokens (user_id, key_hash, key_mask, name, quota_limit) "
+                f"SELECT 1 + g % 10, sha256(g::text::bytea), 'sk-b**', 'bench-' || g, 1000 FROM generate_series(1, {N_TOKENS}) g"
+            )
+            rows = psql("SELECT id, user_id FROM tokens ORDER BY id")
+            tokens = [(int(u), int(t)) for t, u in (ln.split("|") for ln in rows.splitlines())]
+            t0 = time.perf_counter()
+            total_quota = push_events(r, tokens)
+            c.log(
+                f"pushed {EVENTS:,} events into {SHARDS} streams in {time.perf_counter() - t0:.1f} s"
+            )
+            env = c.relay_env(RELAYGATE_SHARDS=str(SHARDS))
+            start = time.perf_counter()
+            for i in range(WORKERS):
+                procs.append(c.Proc(f"flusher-bench-{i}", [c.RELAYGATE, "worker"], env).start())
+            spy = None
+            if os.environ.get("BENCH_FLUSH_PROFILE") == "1":  # py-spy the first worker
+                spy = subprocess.Popen(
+                    [str(c.BIN / "py-spy"), "record", "--pid", str(procs[0].pid), "--rate", "200", "--nonblocking",
+                     "--format", "raw", "-o", str(c.RESULTS / "profile-flusher.txt")],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+            first = None
+            landed = 0
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                landed = int(psql("SELECT count(*) FROM logs"))
+                now = time.perf_counter()
+                if landed and first is None:
+                    first = (now, landed)
+                if landed >= EVENTS:
+                    break
+                time.sleep(0.05)
+            end = time.perf_counter()
+            cpu = c.cpu_seconds([p.pid for p in procs])
+            if spy is not None:
+                spy.send_signal(2)
+                spy.wait(30)
+            for p in procs:
+                p.stop()
+            used = int(psql("SELECT coalesce(sum(used_quota), 0) FROM tokens"))
+            dup = int(psql("SELECT count(*) - count(DISTINCT request_id) FROM logs"))
+            wall = end - start
+            steady = (landed - first[1]) / (end - first[0]) if first and end > first[0] else 0.0
+            rate = landed / wall
+            print(
+                f"\nflusher: {landed:,} of {EVENTS:,} events in PostgreSQL in {wall:.2f} s "
+                f"(incl. process start) = {rate:,.0f} events/s; first-row-to-last {steady:,.0f} events/s; "
+                f"{WORKERS} worker process(es), flusher CPU {cpu * 1e6 / max(landed, 1):.1f} us/event"
+            )
+            print(
+                f"exactly once: duplicates {dup}, tokens used_quota {used:,} vs events' quota {total_quota:,} "
+                f"-> {'OK' if dup == 0 and used == total_quota and landed == EVENTS else 'MISMATCH'}"
+            )
+            print(f"target >= {TARGET:,} events/s: {'met' if steady >= TARGET else 'MISSED'}")
+            path = c.write_json(
+                "flusher",
+                {"events": EVENTS, "landed": landed, "wall_s": wall, "events_per_s": rate,
+                 "steady_events_per_s": steady, "workers": WORKERS, "duplicates": dup,
+                 "used_quota": used, "expected_quota": total_quota,
+                 "cpu_us_per_event": cpu * 1e6 / max(landed, 1)},
+            )  # fmt: skip
+            print(f"JSON: {path.relative_to(c.ROOT)}")
+        finally:
+            for p in procs:
+                p.stop()
+            r.close()
+
+
+if __name__ == "__main__":
+    main()

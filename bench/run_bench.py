@@ -1,0 +1,293 @@
+"""`make bench`: relaygate (full accounting) vs the naive pass-through vs the mock alone.
+
+What runs (all on this machine, stopped by pid at the end):
+  * nginx mock upstream (bench/start_nginx_mock.sh), one worker pinned to CPU 0;
+  * bench/naive_relay.py (the Python ceiling), pinned to CPU 1 — one instance for the
+    non-stream and one for the stream variant of the mock;
+  * relaygate, one process pinned to CPU 1 (`taskset -c 1 relaygate serve`), and
+    `relaygate serve --workers 2` unpinned; both with full accounting (reserve + settle
+    EVALSHA per request) against their own database and Redis prefix, seeded through the
+    admin CLI, with the flusher as a separate `relaygate worker` process (CPU 0);
+  * wrk pinned to CPU 0, -c64 (BENCH_CONNS), BENCH_DURATION seconds per run, BENCH_REPS
+    repetitions interleaved (naive, relay, relay x2, naive, ...), medians reported.
+
+Then concurrency 1: p50/p99 of relaygate minus direct-to-the-mock, and the relay's own
+x-relaygate-overhead-ms header. Prints one table, writes JSON to bench/results/.
+
+Env: BENCH_DURATION (10), BENCH_REPS (3), BENCH_CONNS (64), BENCH_C1_DURATION (8),
+BENCH_TOKENS (8), BENCH_SKIP_WORKERS2=1.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common as c
+
+DURATION = float(os.environ.get("BENCH_DURATION", "10"))
+REPS = int(os.environ.get("BENCH_REPS", "3"))
+CONNS = int(os.environ.get("BENCH_CONNS", "64"))
+C1_DURATION = float(os.environ.get("BENCH_C1_DURATION", "8"))
+N_TOKENS = int(os.environ.get("BENCH_TOKENS", "8"))
+SKIP_W2 = os.environ.get("BENCH_SKIP_WORKERS2") == "1"
+PATH = "/v1/chat/completions"
+LOADGEN_CPU = "0"
+RELAY_CPU = "1" if c.NCPU > 1 else "0"
+
+
+def rows_for(results: list[c.WrkResult]) -> dict[str, Any]:
+    return {
+        "rps": c.median([r.rps for r in results]),
+        "p50_ms": c.median([r.p50_ms for r in results]),
+        "p99_ms": c.median([r.p99_ms for r in results]),
+        "cpu_us": c.median([r.cpu_us_per_req for r in results]),
+        "errors": sum(r.errors for r in results),
+        "runs": [r.__dict__ for r in results],
+    }
+
+
+def main() -> None:
+    c.ensure_wrk()
+    mock_port = c.free_port()
+    procs: list[c.Proc] = []
+    out: dict[str, Any] = {
+        "machine": {"cpus": c.NCPU, "uname": os.uname().release},
+        "config": {"duration_s": DURATION, "reps": REPS, "connections": CONNS, "tokens": N_TOKENS},
+    }
+    bodies = {
+        "non-stream": c.body_for(c.NS_MODEL, False),
+        "stream": c.body_for(c.STREAM_MODEL, True),
+    }
+    with c.nginx_mock(mock_port, cpus=LOADGEN_CPU, workers=1) as mock:
+        upstream = {"non-stream": mock, "stream": f"{mock}/stream"}
+        c.log(f"mock upstream: nginx (Debian nginx-light, 1 worker, CPU {LOADGEN_CPU}) at {mock}")
+        print(f"mock upstream: nginx {subprocess.run(['nginx', '-v'], capture_output=True, text=True).stderr.strip()}"
+              f" at {mock} (non-stream) and {mock}/stream (SSE), 1 worker pinned to CPU {LOADGEN_CPU}")  # fmt: skip
+
+        # 1. The mock alone, so we know it is far faster than what sits in front of it.
+        direct: dict[str, Any] = {}
+        for mode in ("non-stream", "stream"):
+            r = c.run_wrk(
+                upstream[mode] + PATH,
+                bodies[mode],
+                ["x"],
+                connections=CONNS,
+                duration=min(DURATION, 5),
+            )
+            direct[mode] = rows_for([r])
+            c.log(f"mock alone {mode}: {r.rps:,.0f} req/s p50 {r.p50_ms:.2f} ms")
+        out["direct"] = direct
+
+        with c.bench_space():
+            try:
+                seed = c.seed_cli(mock, N_TOKENS)
+                c.log(
+                    f"seeded user {seed.user_id}, 2 channels, {len(seed.keys)} tokens via the admin CLI"
+                )
+                worker = c.Proc(
+                    "flusher", c.pinned(LOADGEN_CPU, [c.RELAYGATE, "worker"]), c.relay_env()
+                ).start()
+                procs.append(worker)
+                naive: dict[str, c.Proc] = {}
+                for mode in ("non-stream", "stream"):
+                    port = c.free_port()
+                    p = c.Proc(
+                        f"naive-{mode}",
+                        c.pinned(RELAY_CPU, [sys.executable, str(c.BENCH / "naive_relay.py"),
+                                             "--port", str(port), "--upstream", upstream[mode]]),
+                    ).start()  # fmt: skip
+                    p.port = port  # type: ignore[attr-defined]
+                    procs.append(p)
+                    naive[mode] = p
+                rport = c.free_port()
+                relay1 = c.Proc("relay-pinned", c.pinned(RELAY_CPU, [c.RELAYGATE, "serve", "--port", str(rport)]),
+                                c.relay_env()).start()  # fmt: skip
+                procs.append(relay1)
+                relay2 = None
+                if not SKIP_W2:
+                    rport2 = c.free_port()
+                    relay2 = c.Proc("relay-workers2", [c.RELAYGATE, "serve", "--workers", "2", "--port", str(rport2)],
+                                    c.relay_env()).start()  # fmt: skip
+                    procs.append(relay2)
+                for p in naive.values():
+                    c.wait_http(f"http://127.0.0.1:{p.port}/", p)  # type: ignore[attr-defined]
+                c.wait_http(f"http://127.0.0.1:{rport}/healthz", relay1)
+                if relay2 is not None:
+                    c.wait_http(f"http://127.0.0.1:{rport2}/healthz", relay2)
+                    time.sleep(0.5)  # both children bound
+
+                targets: dict[str, tuple[str, c.Proc | None, str]] = {}
+                for mode in ("non-stream", "stream"):
+                    targets[f"naive|{mode}"] = (
+                        f"http://127.0.0.1:{naive[mode].port}{PATH}",
+                        naive[mode],
+                        mode,
+                    )  # type: ignore[attr-defined]
+                    targets[f"relay1|{mode}"] = (f"http://127.0.0.1:{rport}{PATH}", relay1, mode)
+                    if relay2 is not None:
+                        targets[f"relay2|{mode}"] = (
+                            f"http://127.0.0.1:{rport2}{PATH}",
+                            relay2,
+                            mode,
+                        )
+
+                # Warm-up: caches, pools, upstream connections, JIT-free but lazy imports.
+                for name, (url, _, mode) in targets.items():
+                    r = c.run_wrk(url, bodies[mode], seed.keys, connections=CONNS, duration=2)
+                    if r.errors:
+                        c.log(f"WARNING: warm-up {name}: {r.errors} errors of {r.requests}")
+
+                results: dict[str, list[c.WrkResult]] = {k: [] for k in targets}
+                for rep in range(REPS):
+                    for name, (url, proc, mode) in targets.items():
+                        pids = c.process_tree(proc.pid) if proc is not None else []
+                        r = c.run_wrk(
+                            url,
+                            bodies[mode],
+                            seed.keys,
+                            connections=CONNS,
+                            duration=DURATION,
+                            cpu_pids=pids,
+                        )
+                        results[name].append(r)
+                        c.log(
+                            f"rep {rep + 1}/{REPS} {name:18s} {r.rps:8,.0f} req/s  p50 {r.p50_ms:6.2f} ms  "
+                            f"p99 {r.p99_ms:6.2f} ms  cpu {c.fmt(r.cpu_us_per_req)} us/req  errors {r.errors}"
+                        )
+                out["load"] = {k: rows_for(v) for k, v in results.items()}
+
+                # Concurrency 1: added latency over going direct to the mock.
+                c1: dict[str, Any] = {}
+                for mode in ("non-stream", "stream"):
+                    d = c.run_wrk(
+                        upstream[mode] + PATH,
+                        bodies[mode],
+                        ["x"],
+                        connections=1,
+                        threads=1,
+                        duration=C1_DURATION,
+                    )
+                    r = c.run_wrk(targets[f"relay1|{mode}"][0], bodies[mode], seed.keys, connections=1, threads=1,
+                                  duration=C1_DURATION, overhead=True)  # fmt: skip
+                    n = c.run_wrk(targets[f"naive|{mode}"][0], bodies[mode], seed.keys, connections=1, threads=1,
+                                  duration=C1_DURATION)  # fmt: skip
+                    c1[mode] = {
+                        "direct_p50_ms": d.p50_ms, "direct_p99_ms": d.p99_ms,
+                        "relay_p50_ms": r.p50_ms, "relay_p99_ms": r.p99_ms,
+                        "naive_p50_ms": n.p50_ms, "naive_p99_ms": n.p99_ms,
+                        "added_p50_ms": r.p50_ms - d.p50_ms, "added_p99_ms": r.p99_ms - d.p99_ms,
+                        "naive_added_p50_ms": n.p50_ms - d.p50_ms, "naive_added_p99_ms": n.p99_ms - d.p99_ms,
+                        "overhead_header_p50_ms": r.overhead_p50_ms, "overhead_header_p99_ms": r.overhead_p99_ms,
+                        "errors": r.errors + d.errors + n.errors,
+                    }  # fmt: skip
+                    c.log(
+                        f"c1 {mode}: direct p50 {d.p50_ms:.3f} relay p50 {r.p50_ms:.3f} naive p50 {n.p50_ms:.3f}"
+                    )
+                out["c1"] = c1
+
+                # Accounting sanity: the flusher landed the usage rows in PostgreSQL.
+                out["flushed_rows"] = wait_flushed()
+            finally:
+                for p in reversed(procs):
+                    p.stop()
+
+    print_table(out)
+    path = c.write_json("bench", out)
+    print(f"\nJSON: {path.relative_to(c.ROOT)}")
+
+
+def wait_flushed(timeout: float = 60) -> dict[str, int]:
+    import redis
+
+    r = redis.Redis.from_url(c.REDIS_URL)
+    deadline = time.monotonic() + timeout
+    backlog = 0
+    while time.monotonic() < deadline:
+        backlog = sum(int(r.xlen(k)) for k in r.scan_iter(match=f"{c.PREFIX}:*:usage", count=1000))
+        if backlog == 0:
+            break
+        time.sleep(0.5)
+    r.close()
+    rows = subprocess.run(
+        ["psql", c.DATABASE_URL, "-tAc", "SELECT count(*) FROM logs"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    used = subprocess.run(
+        ["psql", c.DATABASE_URL, "-tAc", "SELECT coalesce(sum(used_quota),0) FROM tokens"],
+        capture_output=True, text=True, check=False,
+    ).stdout.strip()  # fmt: skip
+    c.log(f"flusher: {rows} usage rows in PostgreSQL, backlog {backlog}")
+    return {"rows": int(rows or 0), "backlog": backlog, "tokens_used_quota": int(used or 0)}
+
+
+def print_table(out: dict[str, Any]) -> None:
+    load = out.get("load", {})
+    direct = out.get("direct", {})
+    lines = [
+        "",
+        f"relaygate benchmark — {out['machine']['cpus']} CPUs, wrk -c{CONNS}, {DURATION:g} s runs, "
+        f"median of {REPS}; nginx mock; loadgen+mock+flusher on CPU {LOADGEN_CPU}",
+        "",
+        "| relay | mode | req/s | p50 ms | p99 ms | relay CPU µs/req | ratio to naive |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    labels = {
+        "naive": "naive aiohttp pass-through, 1 proc pinned",
+        "relay1": "relaygate, full accounting, 1 proc pinned",
+        "relay2": "relaygate, full accounting, --workers 2 unpinned",
+    }
+    for mode in ("non-stream", "stream"):
+        d = direct.get(mode)
+        if d:
+            lines.append(
+                f"| direct to the mock | {mode} | {c.fmt(d['rps'])} | {d['p50_ms']:.2f} | {d['p99_ms']:.2f} | - | - |"
+            )
+        base = load.get(f"naive|{mode}", {}).get("rps")
+        one = load.get(f"relay1|{mode}", {}).get("rps")
+        for kind in ("naive", "relay1", "relay2"):
+            row = load.get(f"{kind}|{mode}")
+            if not row:
+                continue
+            ratio = f"{row['rps'] / base:.2f}" if base else "-"
+            if kind == "relay2" and one:
+                ratio += f" ({row['rps'] / one:.2f}x one process)"
+            err = f" ({row['errors']} errors)" if row["errors"] else ""
+            lines.append(
+                f"| {labels[kind]} | {mode} | {c.fmt(row['rps'])}{err} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} "
+                f"| {c.fmt(row['cpu_us'])} | {ratio} |"
+            )
+    c1 = out.get("c1", {})
+    if c1:
+        lines += [
+            "",
+            "Concurrency 1 (wrk -c1), added latency over direct-to-the-mock:",
+            "",
+            "| mode | direct p50/p99 ms | relaygate p50/p99 ms | added p50 / p99 ms | naive added p50 / p99 ms "
+            "| x-relaygate-overhead-ms p50 / p99 |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for mode, v in c1.items():
+            lines.append(
+                f"| {mode} | {v['direct_p50_ms']:.3f} / {v['direct_p99_ms']:.3f} | {v['relay_p50_ms']:.3f} / "
+                f"{v['relay_p99_ms']:.3f} | **{v['added_p50_ms']:.3f} / {v['added_p99_ms']:.3f}** | "
+                f"{v['naive_added_p50_ms']:.3f} / {v['naive_added_p99_ms']:.3f} | "
+                f"{c.fmt(v['overhead_header_p50_ms'], '.3f')} / {c.fmt(v['overhead_header_p99_ms'], '.3f')} |"
+            )
+    fl = out.get("flushed_rows")
+    if fl:
+        lines.append(
+            f"\nflusher: {fl['rows']:,} usage rows landed in PostgreSQL (stream backlog {fl['backlog']})"
+        )
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
