@@ -3,6 +3,8 @@ user-management role rules, and the OpenAPI document listing exactly the routes.
 
 from __future__ import annotations
 
+from openapi_spec_validator import validate
+
 from relaygate.admin import ROLE_ADMIN, ROLE_ROOT, ROLE_USER
 from relaygate.api import all_routes
 from relaygate.api.auth import Level
@@ -25,6 +27,7 @@ async def send(relay, route, headers):
 
 
 def test_openapi_lists_exactly_the_registered_routes(relay):
+    validate(DOCUMENT)  # a well-formed OpenAPI 3.1 document
     registered = set()
     for r in relay.app.router.routes():
         path = r.resource.canonical if r.resource else ""

@@ -49,7 +49,7 @@ def _mapping(value: Any) -> str:
     if value is None or value == "":
         return ""
     if isinstance(value, str):
-        as_str(value, "model_mapping", 20_000)
+        as_str(value, "model_mapping", 20_000, lines=True)
         try:
             value = orjson.loads(value)
         except orjson.JSONDecodeError:
@@ -69,7 +69,7 @@ def parse_channel_fields(body: dict[str, Any]) -> dict[str, Any]:
     if body.get("name") is not None:
         out["name"] = as_str(body["name"], "name", 100)
     if body.get("key") is not None:
-        out["key"] = as_str(body["key"], "key", 10_000).strip()
+        out["key"] = as_str(body["key"], "key", 10_000, lines=True).strip()
     if body.get("base_url") is not None:
         base_url = as_str(body["base_url"], "base_url", 500).strip()
         if base_url and not base_url.startswith(("http://", "https://")):

@@ -310,6 +310,7 @@ def op(
     body: Schema | None = None,
     ok_schema: Schema | None = None,
     description: str = "",
+    openai_errors: bool = False,
 ) -> Schema:
     out: Schema = {"summary": summary, "x-permission": LEVEL_NAMES[level]}
     if description:
@@ -331,17 +332,23 @@ def op(
         "500": {"description": "Database or internal error",
                 "content": {"application/json": {"schema": ref("Fail")}}},
     }  # fmt: skip
-    if level in (Level.USER, Level.ADMIN, Level.ROOT, Level.KEY):
+    if level in (Level.USER, Level.ADMIN, Level.ROOT):
         responses["401"] = {
             "description": "Missing credentials, or a missing/malformed/mismatched New-Api-User",
             "content": {"application/json": {"schema": ref("Fail")}},
         }
+    elif level == Level.KEY:
+        refusal = ref("OpenAIError") if openai_errors else ref("Fail")
+        responses["401"] = {
+            "description": "Missing, unknown, disabled or deleted key",
+            "content": {"application/json": {"schema": refusal}},
+        }
+        responses["403"] = {
+            "description": "The key's user is banned",
+            "content": {"application/json": {"schema": refusal}},
+        }
     out["responses"] = responses
     return out
-
-
-def _billing_error(schema: Schema) -> Schema:
-    return {"anyOf": [schema, ref("OpenAIError")]}
 
 
 U, A, P, K = Level.USER, Level.ADMIN, Level.PUBLIC, Level.KEY
@@ -476,19 +483,19 @@ PATHS: dict[str, dict[str, Schema]] = {
     },
     "/v1/dashboard/billing/subscription": {
         "get": op("OpenAI-legacy: total granted (USD) of the presented sk- key", K,
-                  ok_schema=_billing_error(ref("BillingSubscription"))),
+                  ok_schema=ref("BillingSubscription"), openai_errors=True),
     },
     "/v1/dashboard/billing/usage": {
         "get": op("OpenAI-legacy: total used (US cents) of the presented sk- key", K,
-                  ok_schema=_billing_error(ref("BillingUsage"))),
+                  ok_schema=ref("BillingUsage"), openai_errors=True),
     },
     "/dashboard/billing/subscription": {
         "get": op("Same as /v1/dashboard/billing/subscription", K,
-                  ok_schema=_billing_error(ref("BillingSubscription"))),
+                  ok_schema=ref("BillingSubscription"), openai_errors=True),
     },
     "/dashboard/billing/usage": {
         "get": op("Same as /v1/dashboard/billing/usage", K,
-                  ok_schema=_billing_error(ref("BillingUsage"))),
+                  ok_schema=ref("BillingUsage"), openai_errors=True),
     },
 }  # fmt: skip
 

@@ -73,16 +73,31 @@ def as_bool(value: Any, name: str) -> bool:
     return value
 
 
-def as_str(value: Any, name: str, max_len: int, *, max_bytes: int | None = None) -> str:
+CONTROL = frozenset(chr(c) for c in range(32)) | {"\x7f"}
+LINE_BREAKS = frozenset("\n\r\t")
+
+
+def as_str(
+    value: Any, name: str, max_len: int, *, max_bytes: int | None = None, lines: bool = False
+) -> str:
+    """A string within bounds. Control characters are refused (they are never meant in a
+    name, and break logs and terminals); ``lines`` admits line breaks and tabs."""
     if not isinstance(value, str):
         raise ApiFail(f"{name} must be a string")
     if len(value) > max_len:
         raise ApiFail(f"{name} is too long (at most {max_len} characters)")
     if max_bytes is not None and len(value.encode()) > max_bytes:
         raise ApiFail(f"{name} is too long (at most {max_bytes} bytes)")
-    if "\x00" in value:
-        raise ApiFail(f"{name} must not contain NUL characters")
+    check_text(value, name, lines)
     return value
+
+
+def check_text(value: str, name: str, lines: bool = False) -> None:
+    bad = CONTROL - LINE_BREAKS if lines else CONTROL
+    if not bad.isdisjoint(value):
+        raise ApiFail(f"{name} must not contain control characters")
+    if any("\ud800" <= c <= "\udfff" for c in value):  # cannot be stored as UTF-8
+        raise ApiFail(f"{name} must be valid UTF-8 text")
 
 
 def as_str_list(value: Any, name: str, max_items: int = 1000, max_len: int = 255) -> list[str]:
@@ -99,8 +114,7 @@ def as_str_list(value: Any, name: str, max_items: int = 1000, max_len: int = 255
             raise ApiFail(f"{name} must contain only strings")
         if len(item.encode()) > max_len:
             raise ApiFail(f"{name}: entry too long (at most {max_len} bytes): {item[:40]!r}")
-        if "\x00" in item:
-            raise ApiFail(f"{name} must not contain NUL characters")
+        as_str(item, name, max_len)
         out.append(item)
     return out
 
@@ -111,7 +125,7 @@ def as_text_lines(value: Any, name: str, max_len: int = 10_000) -> str:
         return ""
     if isinstance(value, list):
         return "\n".join(as_str_list(value, name, max_len=100))
-    return as_str(value, name, max_len)
+    return as_str(value, name, max_len, lines=True)
 
 
 def get_id(raw: str, what: str = "ID") -> int:
@@ -149,8 +163,7 @@ def query_str(request: web.Request, name: str, max_len: int = MAX_SEARCH) -> str
     value = request.query.get(name, "")
     if len(value) > max_len:
         raise ApiFail(f"{name} is too long (at most {max_len} characters)")
-    if "\x00" in value:
-        raise ApiFail(f"{name} must not contain NUL characters")
+    check_text(value, name)
     return value
 
 
