@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -79,11 +80,14 @@ def meta_from_row(row: Any, keys: KeyScheme, now: float) -> TokenMeta:
         nets = parse_allow_ips(row["allow_ips"]) if row["allow_ips"].strip() else None
     except ValueError:
         nets = ()  # unparsable allowlist: fail closed, nobody gets in
+    # Strings shared by every token of a user (or of a shard) are interned: with 100k tokens
+    # cached, one copy per user instead of one per token saves a few hundred bytes a token.
+    intern = sys.intern
     return TokenMeta(
         id=token_id,
         user_id=user_id,
         name=row["name"],
-        username=row["username"],
+        username=intern(row["username"]),
         user_role=int(row["role"]),
         status=int(row["status"]),
         user_status=int(row["user_status"]),
@@ -91,15 +95,15 @@ def meta_from_row(row: Any, keys: KeyScheme, now: float) -> TokenMeta:
         unlimited=bool(row["unlimited_quota"]),
         models=models,
         networks=nets,
-        group=row["group"] or row["user_group"],
+        group=intern(row["group"] or row["user_group"]),
         ver=int(row["ver"]),
         token_key=keys.token(user_id, token_id),
-        user_key=keys.user(user_id),
-        stream_key=keys.stream_of_user(user_id),
-        orphans_key=keys.orphans(user_id),
-        resv_key=keys.reservations(user_id),
+        user_key=intern(keys.user(user_id)),
+        stream_key=intern(keys.stream_of_user(user_id)),
+        orphans_key=intern(keys.orphans(user_id)),
+        resv_key=intern(keys.reservations(user_id)),
         token_orphan=f"t{token_id}",
-        user_orphan=f"u{user_id}",
+        user_orphan=intern(f"u{user_id}"),
         loaded_at=now,
     )
 

@@ -29,7 +29,7 @@ from relaygate import ledger
 from relaygate.config import Settings
 from relaygate.keys import STREAM_GROUP, KeyScheme
 from relaygate.ledger import Scripts
-from relaygate.store.logs import PartitionKeeper, UsageRow, write_batch
+from relaygate.store.logs import PartitionKeeper, UsageRow, empty_columns, write_columns
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ REAP_PAGE = 500
 MAX_BACKOFF = 10.0
 
 Entry = tuple[str, bytes, dict[bytes, bytes] | None]  # (stream, entry id, fields)
+ESTIMATED_NOTE = "usage estimated: upstream reported none"
 
 
 def row_from_fields(f: dict[bytes, bytes]) -> UsageRow:
@@ -69,6 +70,37 @@ def row_from_fields(f: dict[bytes, bytes]) -> UsageRow:
     )
 
 
+def append_fields(cols: list[list[Any]], f: dict[bytes, bytes]) -> None:
+    """``row_from_fields`` laid out column by column (INSERT_LOGS order), for batches.
+
+    Raises KeyError/ValueError on a malformed event before appending anything.
+    """
+    get = f.get
+    other = get(b"other", b"")
+    values = (
+        f[b"rid"].decode(),
+        int(f[b"ts"]),
+        2,  # UsageRow.type: consume
+        int(f[b"user"]),
+        get(b"uname", b"").decode(),
+        int(f[b"token"]),
+        get(b"tname", b"").decode(),
+        get(b"model", b"").decode(),
+        int(get(b"chan", b"0")),
+        get(b"group", b"").decode(),
+        int(f[b"quota"]),
+        int(get(b"pt", b"0")),
+        int(get(b"ct", b"0")),
+        int(get(b"lat", b"0")),
+        get(b"stream") == b"1",
+        get(b"ip", b"").decode(),
+        ESTIMATED_NOTE if b'"estimated":true' in other else "",
+        other.decode(),
+    )
+    for col, value in zip(cols, values, strict=True):
+        col.append(value)
+
+
 class Flusher:
     def __init__(
         self, settings: Settings, pool: asyncpg.Pool, redis: Redis, scripts: Scripts
@@ -84,6 +116,8 @@ class Flusher:
         self._own_pending = True  # start by re-reading anything already ours
         self._last_claim = 0.0
         self._last_reap = 0.0
+        # The next batch, read while the current one was being written (see ``round``).
+        self._prefetch: asyncio.Task[list[Entry]] | None = None
         self.flushed = 0
         self.reaped = 0
 
@@ -97,6 +131,12 @@ class Flusher:
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.setup()
+        try:
+            await self._run(stop)
+        finally:
+            await self._drop_prefetch()  # its entries stay pending: re-read or claimed later
+
+    async def _run(self, stop: asyncio.Event) -> None:
         backoff = 0.1
         while not stop.is_set():
             try:
@@ -129,21 +169,61 @@ class Flusher:
                 backoff = min(backoff * 2, MAX_BACKOFF)
 
     async def round(self) -> int:
-        """One read-write-ack cycle; returns how many entries were handled."""
-        now = time.monotonic()
-        if now - self._last_claim >= self.settings.flush_claim_idle_ms / 2000:
-            self._last_claim = now
-            if await self.claim_abandoned():
-                self._own_pending = True
-        if now - self._last_reap >= REAP_INTERVAL:
-            self._last_reap = now
-            await self.reap()
-        entries = await self.read()
+        """One read-write-ack cycle; returns how many entries were handled.
+
+        While a full batch is being written to PostgreSQL, the next one is already being
+        read from Redis (only new entries, ``>``), so the two overlap. Entries are acked only
+        after their own batch commits; a prefetched batch is simply pending under this
+        consumer until then, and is dropped (to be re-read from the pending list) if the
+        current batch fails.
+        """
+        entries = await self._take_prefetched()
+        if entries is None:
+            now = time.monotonic()
+            if now - self._last_claim >= self.settings.flush_claim_idle_ms / 2000:
+                self._last_claim = now
+                if await self.claim_abandoned():
+                    self._own_pending = True
+            if now - self._last_reap >= REAP_INTERVAL:
+                self._last_reap = now
+                await self.reap()
+            entries = await self.read()
         if not entries:
             return 0
-        await self.write(entries)
-        await self.ack(entries)
+        if not self._own_pending and len(entries) >= self.settings.flush_batch:
+            # A full batch: more is probably waiting. Read it while this one is written.
+            self._prefetch = asyncio.ensure_future(self.read())
+        try:
+            await self.write(entries)
+            await self.ack(entries)
+        except BaseException:
+            await self._drop_prefetch()
+            raise
         return len(entries)
+
+    async def _take_prefetched(self) -> list[Entry] | None:
+        task, self._prefetch = self._prefetch, None
+        if task is None:
+            return None
+        try:
+            return await task
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        except Exception:
+            self._own_pending = True  # whatever it may have read is pending under us
+            raise
+
+    async def _drop_prefetch(self) -> None:
+        task, self._prefetch = self._prefetch, None
+        if task is None:
+            return
+        task.cancel()
+        try:
+            await task
+        except BaseException:
+            pass
+        self._own_pending = True  # entries it read are pending: re-read them from "0"
 
     async def read(self) -> list[Entry]:
         if self._own_pending:
@@ -167,14 +247,14 @@ class Flusher:
         return _flatten(reply)
 
     async def write(self, entries: list[Entry]) -> None:
-        rows: list[UsageRow] = []
+        cols = empty_columns()
         dead: list[Entry] = []
         for entry in entries:
             fields = entry[2]
             if fields is None:
                 continue  # deleted before we got to it: nothing to write
             try:
-                rows.append(row_from_fields(fields))
+                append_fields(cols, fields)
             except (KeyError, ValueError):
                 dead.append(entry)
         for stream, entry_id, fields in dead:
@@ -184,14 +264,15 @@ class Flusher:
             await self.redis.xadd(
                 f"{stream}:dead", {k: v for k, v in (fields or {}).items()} or {"empty": "1"}
             )
-        if not rows:
+        n = len(cols[0])
+        if not n:
             return
         async with self.pool.acquire() as conn:
-            await self.partitions.ensure(conn, [r.created_at for r in rows])
-            new = await write_batch(conn, rows)
+            await self.partitions.ensure(conn, cols[1])
+            new = await write_columns(conn, cols)
         self.flushed += new
-        if new != len(rows):
-            log.info("skipped %d already-recorded events (redelivery)", len(rows) - new)
+        if new != n:
+            log.info("skipped %d already-recorded events (redelivery)", n - new)
 
     async def ack(self, entries: list[Entry]) -> None:
         by_stream: dict[str, list[bytes]] = {}

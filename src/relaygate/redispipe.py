@@ -55,6 +55,7 @@ __all__ = ["PipelinedRedis"]
 log = logging.getLogger(__name__)
 
 _NOT_ENOUGH_DATA = object()
+_pack_command = hiredis.pack_command
 _BACKOFF_MIN = 0.05
 _BACKOFF_MAX = 2.0
 
@@ -218,7 +219,18 @@ class PipelinedRedis:
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         """Send one command, return its raw reply; ``options`` are accepted and ignored."""
-        packed = self._pack(*args)  # DataError before anything is queued
+        cmd = args[0]
+        if cmd.__class__ is str and " " not in cmd:
+            # The hot path (EVALSHA with str/int/bytes arguments): hiredis packs the tuple in
+            # C, skipping redis-py's per-argument Python pass. Same bytes as ``self._pack``,
+            # which is hiredis.pack_command on the same arguments after converting
+            # bytearray/memoryview; anything hiredis refuses goes the long way below.
+            try:
+                packed = [_pack_command(args)]
+            except TypeError:
+                packed = self._pack(*args)  # converts, or raises DataError
+        else:
+            packed = self._pack(*args)  # DataError before anything is queued
         proto = self._proto
         if proto is None:
             proto = await self._wait_connected()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Sequence
 
@@ -29,10 +30,7 @@ def client_ip(request: web.Request, trusted: Sequence[IPNetwork]) -> IPAddress |
     """The socket peer, or (only when the peer is a trusted proxy) the nearest untrusted
     address in ``X-Forwarded-For``, read from the right."""
     peer = request.transport.get_extra_info("peername") if request.transport else None
-    try:
-        ip: IPAddress | None = ipaddress.ip_address(peer[0]) if peer else None
-    except ValueError:
-        ip = None
+    ip: IPAddress | None = _parse_ip(peer[0]) if peer else None
     if ip is None or not trusted or not _in(ip, trusted):
         return ip
     forwarded = request.headers.get("X-Forwarded-For", "")
@@ -45,6 +43,16 @@ def client_ip(request: web.Request, trusted: Sequence[IPNetwork]) -> IPAddress |
             return hop
         ip = hop
     return ip
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_ip(text: str) -> IPAddress | None:
+    """Parsed once per distinct peer address (the objects are immutable, so sharing is safe):
+    ``ipaddress.ip_address`` costs a few microseconds, on every request otherwise."""
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
 
 
 def _in(ip: IPAddress, nets: Sequence[IPNetwork]) -> bool:

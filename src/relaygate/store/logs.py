@@ -79,7 +79,7 @@ class PartitionKeeper:
         self._known: set[str] = set()
 
     async def ensure(self, conn: Any, timestamps: Sequence[int]) -> None:
-        for ts in {month_bounds(ts) for ts in timestamps}:
+        for ts in {month_bounds(ts) for ts in set(timestamps)}:
             suffix, start, end = ts
             if suffix in self._known:
                 continue
@@ -93,13 +93,20 @@ class PartitionKeeper:
             self._known.add(suffix)
 
 
+N_COLUMNS = 18  # the columns of INSERT_LOGS, in its order
+
+
+def empty_columns() -> list[list[Any]]:
+    return [[] for _ in range(N_COLUMNS)]
+
+
 async def write_batch(conn: Any, rows: Sequence[UsageRow]) -> int:
     """Insert the rows, add the newly inserted ones' quota to the totals; one transaction.
 
     Rows already present (a redelivery after a crash between commit and XACK) are skipped by
     the unique key and add nothing. Returns how many rows were new.
     """
-    cols: list[list[Any]] = [[] for _ in range(18)]
+    cols = empty_columns()
     for r in rows:
         for i, v in enumerate(
             (
@@ -109,6 +116,12 @@ async def write_batch(conn: Any, rows: Sequence[UsageRow]) -> int:
             )
         ):  # fmt: skip
             cols[i].append(v)
+    return await write_columns(conn, cols)
+
+
+async def write_columns(conn: Any, cols: Sequence[list[Any]]) -> int:
+    """``write_batch`` on rows already laid out column by column (INSERT_LOGS order): the
+    flusher builds these straight from the stream entries, without a row object each."""
     async with conn.transaction():
         inserted = await conn.fetch(INSERT_LOGS, *cols)
         if not inserted:
