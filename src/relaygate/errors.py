@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import orjson
 from aiohttp import web
+
+from relaygate.relay.dialects import error_body
 
 JSON = "application/json"
 
@@ -30,9 +31,9 @@ class RelayError(Exception):
         self.__context__ = None
         self.__cause__ = None
 
-    def response(self, request_id: str = "") -> web.Response:
+    def response(self, request_id: str = "", dialect: str = "openai") -> web.Response:
         message = f"{self.message} (request id: {request_id})" if request_id else self.message
-        body = orjson.dumps({"error": {"message": message, "type": self.type, "code": self.code}})
+        body = error_body(dialect, self.status, message, self.type, self.code)
         headers = {"X-Oneapi-Request-Id": request_id} if request_id else None
         return web.Response(status=self.status, body=body, content_type=JSON, headers=headers)
 

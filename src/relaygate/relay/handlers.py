@@ -30,6 +30,7 @@ from relaygate.errors import RelayError
 from relaygate.keys import DAY_TTL_SECONDS, MONTH_TTL_SECONDS, day_and_month
 from relaygate.ledger import Code, ReserveRequest
 from relaygate.pricing import ModelPricing, charge, plan
+from relaygate.relay import dialects
 from relaygate.relay.auth import IPAddress, client_ip, extract_key
 from relaygate.relay.sse import SSEUsageFilter
 from relaygate.runtime import Runtime
@@ -58,18 +59,21 @@ _CODE_ERRORS: dict[Code, RelayError] = {
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """How one OpenAI route is priced and sized."""
+    """How one route is priced, sized and spoken."""
 
     path: str
     max_field: str | None  # the request field that bounds the output, if any
     default_output: int | None  # None = the settings' allowance; 0 = no output tokens
     streams: bool
+    dialect: str = dialects.OPENAI
 
 
 CHAT = Endpoint("/v1/chat/completions", "max_tokens", None, True)
 COMPLETIONS = Endpoint("/v1/completions", "max_tokens", 16, True)
 EMBEDDINGS = Endpoint("/v1/embeddings", None, 0, False)
 IMAGES = Endpoint("/v1/images/generations", None, 0, False)
+CLAUDE_MESSAGES = Endpoint("/v1/messages", "max_tokens", None, True, dialects.CLAUDE)
+GEMINI_GENERATE = Endpoint("/v1beta/models", "maxOutputTokens", None, True, dialects.GEMINI)
 
 
 def new_request_id() -> str:
@@ -101,17 +105,30 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise errors.bad_request(f"The request body is not valid JSON: {exc}", "invalid_json") from None
+        raise errors.bad_request(
+            f"The request body is not valid JSON: {exc}", "invalid_json"
+        ) from None
     if not isinstance(body, dict):
         raise errors.bad_request("The request body must be a JSON object.", "invalid_json")
     return body
 
 
-def requested_model(body: dict[str, Any]) -> str:
-    model = body.get("model")
-    if not isinstance(model, str) or not model.strip():
-        raise errors.bad_request("'model' is required and must be a non-empty string.", "missing_model")
-    return model
+def requested_model(body: dict[str, Any], request: web.Request, ep: Endpoint) -> tuple[str, bool]:
+    """(model, stream). Gemini names both in the path: ``/v1beta/models/{model}:{action}``."""
+    if ep.dialect == dialects.GEMINI:
+        model, _, action = request.match_info.get("target", "").partition(":")
+        if not model or action not in ("generateContent", "streamGenerateContent"):
+            raise errors.bad_request(
+                "Expected /v1beta/models/{model}:generateContent or :streamGenerateContent.",
+                "invalid_path",
+            )
+        return model, action == "streamGenerateContent"
+    named = body.get("model")
+    if not isinstance(named, str) or not named.strip():
+        raise errors.bad_request(
+            "'model' is required and must be a non-empty string.", "missing_model"
+        )
+    return named, bool(body.get("stream")) and ep.streams
 
 
 def output_bounds(
@@ -121,13 +138,12 @@ def output_bounds(
     request field carries the client's bound (``max_completion_tokens`` wins when given)."""
     if ep.max_field is None or pricing.is_per_call:
         return 0, 0, None
-    field = "max_completion_tokens" if "max_completion_tokens" in body else ep.max_field
-    n = body.get("n", 1)
+    given, field = dialects.max_output(body, ep.dialect, ep.max_field)
+    n = body.get("n", 1) if ep.dialect == dialects.OPENAI else 1
     if n is None:
         n = 1
     if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 128:
         raise errors.bad_request("'n' must be an integer between 1 and 128.", "invalid_n")
-    given = body.get(field)
     if given is not None:
         if not isinstance(given, int) or isinstance(given, bool) or given < 1:
             raise errors.bad_request(f"'{field}' must be a positive integer.", f"invalid_{field}")
@@ -171,7 +187,7 @@ async def confirmed_scope(
 async def reload_meta(rt: Runtime, key_hash: bytes) -> TokenMeta:
     try:
         fresh = await rt.cache.load(key_hash)
-    except (OSError, asyncio.TimeoutError, RedisError) as exc:
+    except (TimeoutError, OSError, RedisError) as exc:
         log.warning("token metadata reload failed: %s", exc)
         raise errors.METADATA_UNAVAILABLE from None
     except Exception as exc:  # asyncpg errors have no common base worth importing here
@@ -323,17 +339,14 @@ def usage_event(
     ]  # fmt: skip
 
 
+def upstream_headers(channel: Channel) -> dict[str, str]:
+    """Headers of an OpenAI-dialect call to ``channel`` (used by the channel test too)."""
+    return dialects.upstream_headers(channel, dialects.OPENAI, {})
+
+
 def estimate_tokens(nbytes: int) -> int:
     """Fair estimate for billing when the upstream reports nothing: ~4 bytes per token."""
     return (nbytes + 3) // 4
-
-
-def upstream_headers(channel: Channel) -> dict[str, str]:
-    return {
-        "Authorization": f"Bearer {channel.key}",
-        "Content-Type": JSON_CT,
-        "Accept-Encoding": "identity",
-    }
 
 
 async def handle(request: web.Request, ep: Endpoint) -> web.StreamResponse:
@@ -344,7 +357,7 @@ async def handle(request: web.Request, ep: Endpoint) -> web.StreamResponse:
         return await _handle(request, rt, ep, rid, t0)
     except RelayError as err:
         err.forget_traceback()
-        return err.response(rid)
+        return err.response(rid, ep.dialect)
 
 
 async def _handle(
@@ -365,7 +378,7 @@ async def _handle(
         raise RelayError(413, "Request body too large.", "invalid_request_error", "body_too_large")
     raw = await request.read()
     body = parse_body(raw)
-    model = requested_model(body)
+    model, stream = requested_model(body, request, ep)
     ip = client_ip(request, rt.settings.trusted_proxies)
     meta = await confirmed_scope(rt, meta, key_hash, model, ip)
     if not rt.channels.has(meta.group, model):
@@ -373,8 +386,9 @@ async def _handle(
     pricing = rt.prices.model(model)
     if pricing is None:
         raise errors.model_price_missing(model)
-    stream = bool(body.get("stream")) and ep.streams
-    want, full, max_field = output_bounds(body, ep, pricing, rt.settings.default_completion_allowance)
+    want, full, max_field = output_bounds(
+        body, ep, pricing, rt.settings.default_completion_allowance
+    )
     group_ratio = rt.prices.group_ratio(meta.group)
     prompt_bound = len(raw) + IMAGE_TOKEN_BOUND * raw.count(b"image_url")
     rplan = plan(pricing, group_ratio, prompt_bound)
@@ -399,14 +413,17 @@ async def _handle(
     try:
         modified = False
         if res.clamp_tokens and max_field is not None:
-            n = body.get("n") or 1
-            body[max_field] = max(1, res.clamp_tokens // n)
+            n = body.get("n") or 1 if ep.dialect == dialects.OPENAI else 1
+            dialects.set_max_output(body, ep.dialect, max_field, max(1, res.clamp_tokens // n))
             modified = True
         inject_usage = False
-        if stream:
+        if stream and ep.dialect == dialects.OPENAI:
             opts = body.get("stream_options")
             if not (isinstance(opts, dict) and opts.get("include_usage") is True):
-                body["stream_options"] = {**(opts if isinstance(opts, dict) else {}), "include_usage": True}
+                body["stream_options"] = {
+                    **(opts if isinstance(opts, dict) else {}),
+                    "include_usage": True,
+                }
                 inject_usage = True
                 modified = True
         response, settled = await forward(
@@ -438,16 +455,16 @@ async def forward(
             break
         tried.add(channel.id)
         upstream_model = channel.upstream_model(job.model)
-        if upstream_model != job.model:
+        if upstream_model != job.model and ep.dialect != dialects.GEMINI:
             body["model"] = upstream_model
             modified = True
         payload = orjson.dumps(body) if modified else raw
+        url = channel.base_url + dialects.upstream_path(ep.dialect, ep.path, upstream_model, stream)
+        headers = dialects.upstream_headers(channel, ep.dialect, request.headers)
         t_up = time.perf_counter()
         try:
-            up = await rt.http.post(
-                channel.base_url + ep.path, data=payload, headers=upstream_headers(channel)
-            )
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            up = await rt.http.post(url, data=payload, headers=headers)
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             log.warning("channel %d unreachable (%s)", channel.id, type(exc).__name__)
             continue
         try:
@@ -476,7 +493,7 @@ async def _non_stream(
 ) -> tuple[web.StreamResponse, bool]:
     try:
         data = await up.read()
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         log.warning("channel %d failed mid-answer (%s)", channel.id, type(exc).__name__)
         raise errors.UPSTREAM_UNREACHABLE from None
     upstream_ms = (time.perf_counter() - t_up) * 1000
@@ -509,23 +526,12 @@ async def _non_stream(
 
 def _usage_from_body(data: bytes, job: Job) -> tuple[int, int, bool]:
     try:
-        usage = orjson.loads(data).get("usage")
-    except (orjson.JSONDecodeError, AttributeError):
-        usage = None
-    parsed = _read_usage(usage)
-    if parsed is not None:
+        parsed = dialects.read_usage(orjson.loads(data))
+    except orjson.JSONDecodeError:
+        parsed = None
+    if parsed is not None and parsed[0] >= 0:
         return parsed[0], parsed[1], False
     return estimate_tokens(job.body_bytes), estimate_tokens(len(data)), True
-
-
-def _read_usage(usage: Any) -> tuple[int, int] | None:
-    if not isinstance(usage, dict):
-        return None
-    prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
-    completion = usage.get("completion_tokens", usage.get("output_tokens", 0))
-    if not isinstance(prompt, int) or not isinstance(completion, int | None):
-        return None
-    return max(prompt, 0), max(completion or 0, 0)
 
 
 async def _stream(
@@ -562,13 +568,15 @@ async def _stream(
         else:
             tail = sse.flush()
             if tail:
-                with contextlib.suppress(ConnectionResetError, aiohttp.ClientConnectionResetError, RuntimeError):
+                with contextlib.suppress(
+                    ConnectionResetError, aiohttp.ClientConnectionResetError, RuntimeError
+                ):
                     await resp.write(tail)
             sse.finish()
     except asyncio.CancelledError:
         # aiohttp cancels the handler when the client hangs up: bill what was delivered.
         client_gone = cancelled = True
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         log.warning("channel %d failed mid-stream (%s)", channel.id, type(exc).__name__)
         upstream_failed = True
     if upstream_failed or (not client_gone and not sse.done and sse.usage is None):
@@ -589,6 +597,8 @@ async def _stream(
     if cancelled:
         raise asyncio.CancelledError
     if not client_gone:
-        with contextlib.suppress(ConnectionResetError, aiohttp.ClientConnectionResetError, RuntimeError):
+        with contextlib.suppress(
+            ConnectionResetError, aiohttp.ClientConnectionResetError, RuntimeError
+        ):
             await resp.write_eof()
     return resp, True

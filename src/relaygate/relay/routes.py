@@ -14,8 +14,10 @@ from relaygate.errors import RelayError
 from relaygate.relay.auth import extract_key
 from relaygate.relay.handlers import (
     CHAT,
+    CLAUDE_MESSAGES,
     COMPLETIONS,
     EMBEDDINGS,
+    GEMINI_GENERATE,
     IMAGES,
     RUNTIME,
     Endpoint,
@@ -90,6 +92,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/completions", _bind(COMPLETIONS))
     app.router.add_post("/v1/embeddings", _bind(EMBEDDINGS))
     app.router.add_post("/v1/images/generations", _bind(IMAGES))
+    app.router.add_post("/v1/messages", _bind(CLAUDE_MESSAGES))
+    app.router.add_post("/v1beta/models/{target}", _bind(GEMINI_GENERATE))
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

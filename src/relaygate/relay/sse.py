@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import orjson
 
+from relaygate.relay.dialects import read_usage
+
 MAX_PARTIAL = 1 << 20  # flush an unterminated event beyond 1 MiB rather than hold it
 
 
@@ -34,10 +36,10 @@ class SSEUsageFilter:
             self._buf = buf
             return b""
         ready, self._buf = buf[: end + 2], buf[end + 2 :]
-        self.content_events += ready.count(b'"delta"')
-        if b"[DONE]" in ready:
-            self.done = True
-        if b'"usage"' in ready:
+        self.content_events += ready.count(b'"delta"') + ready.count(b'"candidates"')
+        if b"[DONE]" in ready or b"message_stop" in ready or b'"finishReason"' in ready:
+            self.done = True  # OpenAI, Claude and Gemini end-of-answer markers
+        if b'"usage' in ready:  # "usage" (OpenAI, Claude) or "usageMetadata" (Gemini)
             ready = self._take_usage(ready)
         return ready
 
@@ -53,7 +55,7 @@ class SSEUsageFilter:
         for event in ready.split(b"\n\n"):
             if not event:
                 continue
-            if b'"usage"' in event:
+            if b'"usage' in event:
                 drop = self._inspect(event)
                 if drop:
                     continue
@@ -71,11 +73,11 @@ class SSEUsageFilter:
                 return False
             if not isinstance(obj, dict):
                 return False
-            usage = obj.get("usage")
-            if isinstance(usage, dict):
-                prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
-                completion = usage.get("completion_tokens", usage.get("output_tokens", 0))
-                if isinstance(prompt, int) and isinstance(completion, int):
-                    self.usage = (prompt, completion)
-            return self.strip and obj.get("choices") == [] and usage is not None
+            found = read_usage(obj)
+            if found is not None:
+                prompt, completion = found
+                if prompt < 0:  # Claude's message_delta carries the output count only
+                    prompt = self.usage[0] if self.usage is not None else 0
+                self.usage = (prompt, completion)
+            return self.strip and obj.get("choices") == [] and obj.get("usage") is not None
         return False
