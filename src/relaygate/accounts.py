@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 import asyncpg
@@ -40,6 +41,19 @@ class LedgerMissing(LookupError):
     """The token or user does not exist in PostgreSQL (deleted meanwhile)."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """One ledger hash to rebuild: a token's or a user's."""
+
+    kind: str  # "token" | "user": also the usage event field naming it
+    ident: int
+    user_id: int
+    hash_key: str
+    orphan_field: str
+    row_query: str
+    fields: Callable[[Any], dict[str, int | str]]
+
+
 class Accounts:
     def __init__(self, pool: asyncpg.Pool, redis: Redis, scripts: Scripts, keys: KeyScheme) -> None:
         self.pool = pool
@@ -52,10 +66,14 @@ class Accounts:
 
     async def ensure_token(self, token_id: int, user_id: int) -> None:
         """Rebuild the token's hash if missing. Concurrent callers share one rebuild."""
-        await self._single_flight(("t", token_id), lambda: self._ensure_token(token_id, user_id))
+        target = _Target("token", token_id, user_id, self.keys.token(user_id, token_id),
+                         ledger.token_orphan_field(token_id), queries.TOKEN_LEDGER_ROW, token_fields)  # fmt: skip
+        await self._single_flight(("t", token_id), lambda: self._rebuild(target))
 
     async def ensure_user(self, user_id: int) -> None:
-        await self._single_flight(("u", user_id), lambda: self._ensure_user(user_id))
+        target = _Target("user", user_id, user_id, self.keys.user(user_id),
+                         ledger.user_orphan_field(user_id), queries.USER_LEDGER_ROW, user_fields)  # fmt: skip
+        await self._single_flight(("u", user_id), lambda: self._rebuild(target))
 
     async def _single_flight(
         self, key: tuple[str, int], start: Callable[[], Awaitable[None]]
@@ -67,63 +85,27 @@ class Accounts:
             running.add_done_callback(lambda _: self._rebuilds.pop(key, None))
         await asyncio.shield(running)
 
-    async def _ensure_token(self, token_id: int, user_id: int) -> None:
-        field = ledger.token_orphan_field(token_id)
+    async def _rebuild(self, t: _Target) -> None:
+        orphans_key = self.keys.orphans(t.user_id)
         for _ in range(INIT_ATTEMPTS):
-            seen = int(await self.redis.hget(self.keys.orphans(user_id), field) or 0)
+            seen = int(await self.redis.hget(orphans_key, t.orphan_field) or 0)
             async with (
                 self.pool.acquire() as conn,
                 conn.transaction(isolation="repeatable_read", readonly=True),
             ):
-                row = await conn.fetchrow(queries.TOKEN_LEDGER_ROW, token_id)
+                row = await conn.fetchrow(t.row_query, t.ident)
                 if row is None:
-                    raise LedgerMissing(f"token {token_id}")
-                pending = await self._unflushed(conn, user_id, "token", token_id) if seen else 0
-            fields = token_fields(row)
+                    raise LedgerMissing(f"{t.kind} {t.ident}")
+                pending = await self._unflushed(conn, t.user_id, t.kind, t.ident) if seen else 0
+            fields = t.fields(row)
             fields["used"] = int(row["used_quota"]) + pending
             result = await ledger.sync(
-                self.scripts,
-                self.redis,
-                self.keys.token(user_id, token_id),
-                self.keys.orphans(user_id),
-                "init",
-                int(row["ver"]),
-                field,
-                seen,
-                fields,
-            )
+                self.scripts, self.redis, t.hash_key, orphans_key, "init",
+                int(row["ver"]), t.orphan_field, seen, fields,
+            )  # fmt: skip
             if result != -1:
                 return
-        raise RuntimeError(f"token {token_id}: ledger rebuild kept racing settles")
-
-    async def _ensure_user(self, user_id: int) -> None:
-        field = ledger.user_orphan_field(user_id)
-        for _ in range(INIT_ATTEMPTS):
-            seen = int(await self.redis.hget(self.keys.orphans(user_id), field) or 0)
-            async with (
-                self.pool.acquire() as conn,
-                conn.transaction(isolation="repeatable_read", readonly=True),
-            ):
-                row = await conn.fetchrow(queries.USER_LEDGER_ROW, user_id)
-                if row is None:
-                    raise LedgerMissing(f"user {user_id}")
-                pending = await self._unflushed(conn, user_id, "user", user_id) if seen else 0
-            fields = user_fields(row)
-            fields["used"] = int(row["used_quota"]) + pending
-            result = await ledger.sync(
-                self.scripts,
-                self.redis,
-                self.keys.user(user_id),
-                self.keys.orphans(user_id),
-                "init",
-                int(row["ver"]),
-                field,
-                seen,
-                fields,
-            )
-            if result != -1:
-                return
-        raise RuntimeError(f"user {user_id}: ledger rebuild kept racing settles")
+        raise RuntimeError(f"{t.kind} {t.ident}: ledger rebuild kept racing settles")
 
     async def _unflushed(self, conn: Any, user_id: int, field: str, ident: int) -> int:
         """Quota of this token's/user's stream events that PostgreSQL has not recorded."""

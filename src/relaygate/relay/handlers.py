@@ -497,31 +497,18 @@ async def _non_stream(
         log.warning("channel %d failed mid-answer (%s)", channel.id, type(exc).__name__)
         raise errors.UPSTREAM_UNREACHABLE from None
     upstream_ms = (time.perf_counter() - t_up) * 1000
-    content_type = up.headers.get("Content-Type", JSON_CT)
-    if up.status >= 400:
+    if up.status >= 400:  # the upstream's own error: pass it through, refund in full
         await settle(rt, job, 0, None)
-        overhead = (time.perf_counter() - job.t0) * 1000 - upstream_ms
-        return (
-            web.Response(
-                status=up.status,
-                body=data,
-                headers={**_common_headers(job, overhead), "Content-Type": content_type},
-            ),
-            True,
+    else:
+        prompt, completion, estimated = _usage_from_body(data, job)
+        actual = charge(job.pricing, job.group_ratio, prompt, completion)
+        await settle(
+            rt, job, actual, usage_event(job, channel, prompt, completion, False, estimated)
         )
-    prompt, completion, estimated = _usage_from_body(data, job)
-    actual = charge(job.pricing, job.group_ratio, prompt, completion)
-    event = usage_event(job, channel, prompt, completion, False, estimated)
-    await settle(rt, job, actual, event)
     overhead = (time.perf_counter() - job.t0) * 1000 - upstream_ms
-    return (
-        web.Response(
-            status=up.status,
-            body=data,
-            headers={**_common_headers(job, overhead), "Content-Type": content_type},
-        ),
-        True,
-    )
+    headers = _common_headers(job, overhead)
+    headers["Content-Type"] = up.headers.get("Content-Type", JSON_CT)
+    return web.Response(status=up.status, body=data, headers=headers), True
 
 
 def _usage_from_body(data: bytes, job: Job) -> tuple[int, int, bool]:
