@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from redis.exceptions import WatchError
 
 from relaygate.accounts import Accounts
 from relaygate.cache import parse_allow_ips
@@ -35,7 +34,7 @@ MAX_QUOTA = 500_000 * 1_000_000_000  # New API's bound: 1e9 dollars of quota uni
 MAX_TOKEN_NAME_BYTES = 50
 # How often "set remain" retries when spend lands between its read of ``used`` and its write
 # of ``limit`` (each retry is a couple of Redis round trips; contention is brief).
-PIN_ATTEMPTS = 200
+PIN_ATTEMPTS = 3  # set_remain.lua cannot conflict; retries only rebuild a missing hash
 CHANNEL_STATUSES = (1, 2, 3)
 USER_UPDATABLE = ("username", "display_name", "password", "group", "email", "remark")
 
@@ -121,32 +120,20 @@ class Admin:
     async def _pin_limit(
         self, ledger_key: str, remain: int, rebuild: Callable[[], Awaitable[None]]
     ) -> int:
-        """Set the ledger's ``limit`` to ``used + remain`` in one optimistic Redis transaction.
+        """Set the ledger's ``limit`` to ``used + remain`` atomically (set_remain.lua).
 
         ``used`` moves with every reserve and settle, so reading it and writing ``limit`` in
-        two steps would grant or take away whatever spend landed in between. WATCH makes the
-        write conditional on ``used`` not having moved since the read; a conflict just retries.
+        two steps would grant or take away whatever spend landed in between.
         ``ver`` is left alone: the caller's PostgreSQL commit and ``push_*`` bump it, and a
         ``ver`` ahead of PostgreSQL would make relays reload metadata forever.
         """
-        redis = self.accounts.redis
+        script = self.accounts.scripts.set_remain
         for _ in range(PIN_ATTEMPTS):
-            async with redis.pipeline(transaction=True) as pipe:
-                try:
-                    await pipe.watch(ledger_key)
-                    used = await pipe.hget(ledger_key, "used")
-                    if used is None:
-                        await pipe.unwatch()  # type: ignore[no-untyped-call]
-                        await rebuild()
-                        continue
-                    limit = int(used) + remain
-                    pipe.multi()  # type: ignore[no-untyped-call]
-                    pipe.hset(ledger_key, "limit", limit)
-                    await pipe.execute()
-                    return limit
-                except WatchError:
-                    continue
-        raise AdminError("The quota ledger is busy; try again.")
+            limit = int(await script(self.accounts.redis, (ledger_key,), (remain,)))
+            if limit >= 0:
+                return limit
+            await rebuild()
+        raise AdminError("The quota ledger could not be rebuilt; try again.")
 
     async def _restore_limit(self, ledger_key: str, limit: int) -> None:
         """Undo a pinned ``limit`` whose PostgreSQL transaction did not commit."""

@@ -77,6 +77,7 @@ class Scripts:
     settle: Script
     sync: Script
     reap: Script
+    set_remain: Script
 
     @classmethod
     def load(cls) -> Scripts:
@@ -85,10 +86,11 @@ class Scripts:
             settle=Script("settle"),
             sync=Script("sync"),
             reap=Script("reap"),
+            set_remain=Script("set_remain"),
         )
 
     async def preload(self, conn: Executor) -> None:
-        for script in (self.reserve, self.settle, self.sync, self.reap):
+        for script in (self.reserve, self.settle, self.sync, self.reap, self.set_remain):
             await conn.execute_command("SCRIPT", "LOAD", script.body)
 
 

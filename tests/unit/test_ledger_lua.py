@@ -256,3 +256,12 @@ def test_ledger_model() -> None:
     run_state_machine_as_test(
         LedgerModel, settings=hsettings(max_examples=40, stateful_step_count=30, deadline=None)
     )
+
+
+async def test_set_remain_moves_limit_only():
+    conn = Conn()
+    _init(conn, limit=1000)
+    await _reserve(conn, _req("a"))  # used 100
+    assert int(await SCRIPTS.set_remain(conn, (TOK,), (50,))) == 150
+    assert conn.r.hget(TOK, "used") == b"100" and conn.r.hget(TOK, "limit") == b"150"
+    assert int(await SCRIPTS.set_remain(conn, ("u:{1}:tok:404",), (50,))) == -1
