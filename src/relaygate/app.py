@@ -112,6 +112,9 @@ async def build_runtime(settings: Settings) -> Runtime:
 
 
 async def close_runtime(rt: Runtime) -> None:
+    """After draining: nothing of ours is in flight, so our heartbeat can go."""
+    with contextlib.suppress(Exception):
+        await rt.redis.delete(rt.keys.heartbeat(rt.instance))
     await rt.http.close()
     if isinstance(rt.hot, PipelinedRedis):
         await rt.hot.aclose()
@@ -122,16 +125,21 @@ async def close_runtime(rt: Runtime) -> None:
 async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     rt = await build_runtime(app[SETTINGS])
     app[RUNTIME] = rt
+    # Alive before the first reservation, so the reaper never mistakes us for dead.
+    await rt.redis.set(rt.keys.heartbeat(rt.instance), 1, ex=rt.settings.heartbeat_ttl)
     tasks = [
         asyncio.create_task(rt.listen_invalidations(), name="invalidations"),
         asyncio.create_task(rt.refresh_periodically(), name="refresh"),
+        asyncio.create_task(rt.heartbeat(), name="heartbeat"),
     ]
     yield
+    rt.closing.set()
     for task in tasks:
         task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    # Bounded: a background loop must never hold up shutdown.
+    _, stuck = await asyncio.wait(tasks, timeout=5)
+    for task in stuck:
+        log.warning("background task %s did not stop in time", task.get_name())
     await close_runtime(rt)
 
 

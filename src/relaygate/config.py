@@ -45,6 +45,9 @@ class Settings:
     # Seconds after which a reservation that was never settled (its relay died) is refunded.
     # Must exceed upstream_timeout; checked at start.
     reservation_ttl: int = 900
+    # A relay refreshes its heartbeat key every third of this; when it lapses (the process
+    # died), the reaper refunds that relay's open reservations without waiting for their TTL.
+    heartbeat_ttl: int = 15
     upstream_connect_timeout: float = 10.0
     # Flusher batching.
     flush_batch: int = 1000
@@ -158,6 +161,7 @@ FIELDS: dict[str, tuple[str, Parser]] = {
     "negative_cache_ttl": ("RELAYGATE_NEGATIVE_CACHE_TTL", _parse_float),
     "upstream_timeout": ("RELAYGATE_UPSTREAM_TIMEOUT", _parse_float),
     "reservation_ttl": ("RELAYGATE_RESERVATION_TTL", lambda n, r: _parse_int(n, r, 1)),
+    "heartbeat_ttl": ("RELAYGATE_HEARTBEAT_TTL", lambda n, r: _parse_int(n, r, 3, 3600)),
     "upstream_connect_timeout": ("RELAYGATE_UPSTREAM_CONNECT_TIMEOUT", _parse_float),
     "flush_batch": ("RELAYGATE_FLUSH_BATCH", lambda n, r: _parse_int(n, r, 1, 100_000)),
     "flush_block_ms": ("RELAYGATE_FLUSH_BLOCK_MS", lambda n, r: _parse_int(n, r, 1)),

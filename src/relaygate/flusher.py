@@ -15,11 +15,12 @@ The flusher also runs the reaper: reservations whose deadline passed without a s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import time
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 from redis.asyncio import Redis
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 REAP_INTERVAL = 5.0
 REAP_PAGE = 500
 MAX_BACKOFF = 10.0
+# Pause after a small batch so the next one is bigger (rows land at most this much later).
+LINGER = 0.05
 
 Entry = tuple[str, bytes, dict[bytes, bytes] | None]  # (stream, entry id, fields)
 ESTIMATED_NOTE = "usage estimated: upstream reported none"
@@ -140,8 +143,14 @@ class Flusher:
         backoff = 0.1
         while not stop.is_set():
             try:
-                await self.round()
+                handled = await self.round()
                 backoff = 0.1
+                if 0 < handled < self.settings.flush_batch // 4 and self._prefetch is None:
+                    # A trickle: let events gather for a moment rather than run one
+                    # PostgreSQL transaction per event (at low rates that was ~1 ms of flusher
+                    # and PostgreSQL CPU per request, next to the relays it shares cores with).
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(stop.wait(), LINGER)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -308,28 +317,40 @@ class Flusher:
         return claimed_any
 
     async def reap(self) -> int:
-        """Refund reservations whose relay never settled them."""
+        """Refund reservations whose relay never settled them: past their deadline, or held
+        by a relay whose heartbeat lapsed (the process died)."""
         now = int(time.time())
         refunded = 0
+        alive: dict[str, bool] = {}
         for shard in range(self.settings.shards):
             zkey = self.keys.reservations_of_shard(shard)
-            members = await self.redis.zrangebyscore(zkey, "-inf", now, start=0, num=REAP_PAGE)
-            for raw in members:
+            entries = cast(
+                list[tuple[bytes, float]],
+                await self.redis.zrange(zkey, 0, REAP_PAGE - 1, withscores=True),
+            )
+            for raw, deadline in entries:
                 member = raw.decode() if isinstance(raw, bytes) else str(raw)
                 try:
-                    _rid, tok, user, day, month, amount = ledger.parse_reservation_member(member)
+                    r = ledger.parse_reservation_member(member)
                 except ValueError:
                     log.error("malformed reservation %r removed", member)
                     await self.redis.zrem(zkey, member)
                     continue
+                if deadline > now:
+                    if r.instance not in alive:
+                        alive[r.instance] = bool(
+                            await self.redis.exists(self.keys.heartbeat(r.instance))
+                        )
+                    if alive[r.instance]:
+                        continue
                 keys = (
-                    self.keys.token(user, tok),
-                    self.keys.user(user),
-                    self.keys.token_day(user, tok, day),
-                    self.keys.token_month(user, tok, month),
+                    self.keys.token(r.user_id, r.token_id),
+                    self.keys.user(r.user_id),
+                    self.keys.token_day(r.user_id, r.token_id, r.day),
+                    self.keys.token_month(r.user_id, r.token_id, r.month),
                     zkey,
                 )
-                if await ledger.reap(self.scripts, self.redis, keys, member, amount):
+                if await ledger.reap(self.scripts, self.redis, keys, member, r.amount):
                     refunded += 1
         if refunded:
             log.warning("refunded %d reservations left by relays that died mid-request", refunded)

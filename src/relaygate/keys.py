@@ -56,6 +56,10 @@ class KeyScheme:
     def streams(self) -> list[str]:
         return [self.stream(s) for s in range(self.shards)]
 
+    def heartbeat(self, instance: str) -> str:
+        """Present while the relay process ``instance`` is alive (short TTL, refreshed)."""
+        return f"{self.prefix}:relay:{instance}"
+
     @property
     def inval_channel(self) -> str:
         return f"{self.prefix}:inval"

@@ -113,7 +113,7 @@ class ReserveRequest:
     want_tokens: int
     full_tokens: int
     clamp: bool
-    member_prefix: str  # "<rid>|<token>|<user>|<day>|<month>"
+    member_prefix: str  # "<rid>|<token>|<user>|<day>|<month>|<relay instance>"
     deadline: int
 
 
@@ -204,10 +204,21 @@ def reservation_member(prefix: str, amount: int) -> str:
     return f"{prefix}|{amount}"
 
 
-def parse_reservation_member(member: str) -> tuple[str, int, int, str, str, int]:
-    """(rid, token_id, user_id, day, month, amount) of a zset member written by reserve.lua."""
-    rid, tok, user, day, month, amount = member.split("|")
-    return rid, int(tok), int(user), day, month, int(amount)
+@dataclass(frozen=True, slots=True)
+class OpenReservation:
+    rid: str
+    token_id: int
+    user_id: int
+    day: str
+    month: str
+    instance: str  # the relay process holding it (its heartbeat key says if it is alive)
+    amount: int
+
+
+def parse_reservation_member(member: str) -> OpenReservation:
+    """A zset member written by reserve.lua; raises ValueError if malformed."""
+    rid, tok, user, day, month, instance, amount = member.split("|")
+    return OpenReservation(rid, int(tok), int(user), day, month, instance, int(amount))
 
 
 async def reap(

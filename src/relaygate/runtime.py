@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +34,12 @@ log = logging.getLogger(__name__)
 CHANNEL_REFRESH_SECONDS = 30.0
 
 
+def new_instance_id() -> str:
+    """Unique per process and free of the ``|`` that separates reservation fields."""
+    host = "".join(c for c in socket.gethostname() if c.isalnum() or c in "-.")[:40] or "relay"
+    return f"{host}-{os.getpid()}-{os.urandom(3).hex()}"
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -46,7 +54,9 @@ class Runtime:
     channels: ChannelTable = field(default_factory=lambda: ChannelTable(()))
     prices: PriceBook = field(default_factory=PriceBook)
     started_at: float = field(default_factory=time.time)
+    instance: str = field(default_factory=lambda: new_instance_id())
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self.cache = TokenCache(
@@ -87,8 +97,9 @@ class Runtime:
         task.add_done_callback(self._tasks.remove)
 
     async def listen_invalidations(self) -> None:
-        """Subscribe to ``rg:inval`` forever; on reconnect drop everything (messages were missed)."""
-        while True:
+        """Subscribe to ``rg:inval`` until closing; on reconnect drop everything (messages
+        were missed)."""
+        while not self.closing.is_set():
             try:
                 pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
                 await pubsub.subscribe(self.keys.inval_channel)
@@ -101,15 +112,34 @@ class Runtime:
                 raise
             except Exception as exc:  # keep listening through Redis restarts
                 log.warning("invalidation listener lost Redis (%s); retrying", exc)
-                await asyncio.sleep(1.0)
+                await self.pause(1.0)
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
+    async def pause(self, seconds: float) -> None:
+        """Sleep, but wake at once when closing. Background loops check ``closing`` rather
+        than rely on cancellation alone: redis-py can swallow a CancelledError that lands
+        mid-command, which would leave a cancelled loop running forever."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.closing.wait(), seconds)
+
+    async def heartbeat(self) -> None:
+        """Keep this process's heartbeat key alive; the reaper refunds our open reservations
+        soon after it lapses (we died) instead of waiting for their deadline."""
+        key = self.keys.heartbeat(self.instance)
+        ttl = self.settings.heartbeat_ttl
+        while not self.closing.is_set():
+            try:
+                await self.redis.set(key, int(time.time()), ex=ttl)
+            except Exception as exc:
+                log.warning("heartbeat failed: %s", exc)
+            await self.pause(ttl / 3)
+
     async def refresh_periodically(self) -> None:
         """Bound staleness if an invalidation was missed; survive PostgreSQL outages."""
-        while True:
-            await asyncio.sleep(CHANNEL_REFRESH_SECONDS)
+        while not self.closing.is_set():
+            await self.pause(CHANNEL_REFRESH_SECONDS)
             try:
                 await self.reload_channels()
                 await self.reload_prices()

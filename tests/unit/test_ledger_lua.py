@@ -61,7 +61,7 @@ def _req(
         want,
         full,
         clamp,
-        f"{rid}|{TID}|{UID}|20260101|202601",
+        f"{rid}|{TID}|{UID}|20260101|202601|i1",
         1_700_000_900,
     )
 
@@ -73,7 +73,7 @@ async def _reserve(conn: Conn, req: ReserveRequest) -> ledger.Reservation:
 async def _settle(
     conn: Conn, rid: str, reserved: int, actual: int, log: bool = True
 ) -> tuple[int, bool]:
-    member = ledger.reservation_member(f"{rid}|{TID}|{UID}|20260101|202601", reserved)
+    member = ledger.reservation_member(f"{rid}|{TID}|{UID}|20260101|202601|i1", reserved)
     event = ["rid", rid, "ts", 1, "user", UID, "token", TID] if log else None
     return await ledger.settle(
         SCRIPTS,
@@ -159,7 +159,7 @@ async def test_settle_retry_is_idempotent_and_reaped_reservation_charges_from_ze
     _init(conn)
     await _reserve(conn, _req("a"))
     await _settle(conn, "a", 100, 80)
-    member = ledger.reservation_member(f"a|{TID}|{UID}|20260101|202601", 100)
+    member = ledger.reservation_member(f"a|{TID}|{UID}|20260101|202601|i1", 100)
     raw = await SCRIPTS.settle(
         conn,
         (TOK, USER, DAY, MONTH, STREAM, ORPH, RESV),
@@ -168,7 +168,7 @@ async def test_settle_retry_is_idempotent_and_reaped_reservation_charges_from_ze
     assert int(raw[2]) == -1 and used(conn) == 80 and conn.r.xlen(STREAM) == 1
     # b's relay "dies": reaper refunds; a late settle then charges the full actual amount
     await _reserve(conn, _req("b"))
-    bm = ledger.reservation_member(f"b|{TID}|{UID}|20260101|202601", 100)
+    bm = ledger.reservation_member(f"b|{TID}|{UID}|20260101|202601|i1", 100)
     assert await ledger.reap(SCRIPTS, conn, (TOK, USER, DAY, MONTH, RESV), bm, 100)
     assert used(conn) == 80
     assert not await ledger.reap(SCRIPTS, conn, (TOK, USER, DAY, MONTH, RESV), bm, 100)
@@ -235,7 +235,7 @@ class LedgerModel(RuleBasedStateMachine):
         if self.open:
             rid = data.draw(st.sampled_from(sorted(self.open)))
             amount = self.open.pop(rid)
-            member = ledger.reservation_member(f"{rid}|{TID}|{UID}|20260101|202601", amount)
+            member = ledger.reservation_member(f"{rid}|{TID}|{UID}|20260101|202601|i1", amount)
             assert self.run(
                 ledger.reap(SCRIPTS, self.conn, (TOK, USER, DAY, MONTH, RESV), member, amount)
             )

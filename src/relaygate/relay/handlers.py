@@ -221,7 +221,7 @@ async def reserve(
             keys.token_day(meta.user_id, meta.id, day),
             keys.token_month(meta.user_id, meta.id, month),
         )
-        prefix = f"{rid}|{meta.id}|{meta.user_id}|{day}|{month}"
+        prefix = f"{rid}|{meta.id}|{meta.user_id}|{day}|{month}|{rt.instance}"
         req = ReserveRequest(
             cached_ver=meta.ver,
             now=now,
