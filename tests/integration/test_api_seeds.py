@@ -1,5 +1,6 @@
 """Done-when 1: the curl examples of the product docs (../shared/seeds/002_*, 004_*) run
-verbatim, with only the base URL and the access token substituted (plus New-Api-User)."""
+verbatim, with only the base URL and the access token substituted (no New-Api-User header:
+the seeds send none, and user-level routes accept that)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import pytest
 
 from .api_fixtures import make_user
 
-SEEDS = pathlib.Path(__file__).resolve().parents[3] / "shared" / "seeds"
+# Copies of ../shared/seeds/002_* and 004_* (the product documents), so a clean clone has them.
+SEEDS = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "seeds"
 
 
 def seed(prefix: str) -> str:
@@ -74,7 +76,6 @@ async def replay(
 ) -> tuple[int, Any]:
     url = ex["url"].replace("https://YOUR_NEWAPI_BASE_URL", base)
     headers = {k: v.replace("your-access-token", access) for k, v in ex["headers"].items()}
-    headers["New-Api-User"] = str(uid)
     kwargs: dict[str, Any] = {"headers": headers}
     if ex["body"] is not None:
         kwargs["data"] = orjson.dumps(ex["body"])

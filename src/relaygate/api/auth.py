@@ -2,8 +2,11 @@
 
 Follows New API's 2025 to mid-2026 ``UserAuth``/``AdminAuth``/``RootAuth`` (NEWAPI.md §1.1),
 which is what existing scripts send. Checks run in New API's order: credentials, then
-``New-Api-User``, then banned, then role. Missing credentials and a missing, malformed or
-mismatched ``New-Api-User`` are HTTP 401; an unknown access token, a banned user and too low a
+``New-Api-User``, then banned, then role. Missing credentials and a malformed or mismatched
+``New-Api-User`` are HTTP 401. A *missing* ``New-Api-User`` is 401 on admin and root routes
+but tolerated on user-level routes, where the access token alone names the user: the seed
+documents' token examples (which win over New API) send no such header, and the seeds say
+only "some endpoints" require it. Current New API dropped the header altogether; an unknown access token, a banned user and too low a
 role are HTTP 200 with ``success: false``. Access tokens are stored as SHA-256 hashes, so a
 lookup is one indexed query and the token itself is never stored, compared or logged.
 """
@@ -74,7 +77,9 @@ async def authenticate(request: web.Request, rt: Runtime, level: Level) -> Calle
         raise ApiFail(MSG_BAD_TOKEN)
     header = request.headers.get("New-Api-User")
     if header is None or header.strip() == "":
-        raise ApiFail(MSG_NO_USER_HEADER, 401)
+        if level >= Level.ADMIN:
+            raise ApiFail(MSG_NO_USER_HEADER, 401)
+        header = str(row["id"])  # user-level routes: the access token names the user
     header = header.strip()
     if not header.isascii() or not header.lstrip("-").isdigit() or len(header) > 18:
         raise ApiFail(MSG_BAD_USER_HEADER, 401)
