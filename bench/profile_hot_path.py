@@ -22,6 +22,8 @@ import common as c
 
 SECONDS = float(os.environ.get("BENCH_PROFILE_SECONDS", "15"))
 MODES = os.environ.get("BENCH_PROFILE_MODES", "non-stream,stream").split(",")
+CONNS = int(os.environ.get("BENCH_PROFILE_CONNS", "64"))
+FLUSHER = os.environ.get("BENCH_PROFILE_FLUSHER", "1") == "1"
 
 
 def py_spy() -> str:
@@ -77,14 +79,15 @@ def main() -> None:
                     c.STREAM_MODEL if mode == "stream" else c.NS_MODEL, mode == "stream"
                 )
                 c.run_wrk(url, body, seed.keys, duration=2)  # warm-up
-                base = str(c.RESULTS / f"profile-{mode}")
+                base = str(c.RESULTS / (f"profile-{mode}" + ("" if CONNS == 64 else f"-c{CONNS}")))
                 rec = [spy, "record", "--pid", str(relay.pid), "--rate", "250", "--nonblocking",
                        "--duration", str(int(SECONDS))]  # fmt: skip
                 svg = subprocess.Popen([*rec, "--format", "flamegraph", "-o", base + ".svg"],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
                 raw = subprocess.Popen([*rec, "--format", "raw", "-o", base + ".txt"],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-                r = c.run_wrk(url, body, seed.keys, duration=SECONDS, cpu_pids=[relay.pid])
+                r = c.run_wrk(url, body, seed.keys, connections=CONNS, threads=min(2, CONNS), duration=SECONDS,
+                              cpu_pids=[relay.pid])  # fmt: skip
                 svg.wait()
                 raw.wait()
                 c.log(
