@@ -150,7 +150,7 @@ SCHEMAS: dict[str, Schema] = {
     "TokenCreated": {
         "allOf": [
             ref("Token"),
-            obj({"key": {"type": "string", "pattern": "^sk-[0-9A-Za-z]{48}$",
+            obj({"key": {"type": "string", "pattern": "^[0-9A-Za-z]{48}$",
                          "description": "the full key, shown only here"}}, ["key"]),
         ]
     },
@@ -361,7 +361,7 @@ PATHS: dict[str, dict[str, Schema]] = {
     "/api/token/": {
         "get": op("List the caller's tokens (id desc, keys masked)", U, paged("Token"),
                   params=PAGE_PARAMS),
-        "post": op("Create a token; data.key holds the full sk- key, shown only here", U,
+        "post": op("Create a token; data.key holds the full 48-character key (use it as sk-<key>), shown only here", U,
                    ref("TokenCreated"), body=ref("TokenInput")),
         "put": op("Update a token (fields left out are kept); ?status_only=1 toggles status",
                   U, ref("Token"), body=ref("TokenUpdate"),
