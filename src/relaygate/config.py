@@ -52,7 +52,7 @@ class Settings:
     # Flusher batching.
     flush_batch: int = 1000
     flush_block_ms: int = 500
-    flush_claim_idle_ms: int = 30_000
+    flush_claim_idle_ms: int = 10_000
     # Refuse to serve when Redis may evict keys (ledger counters must never vanish).
     allow_unsafe_redis_eviction: bool = False
     workers: int = 1
