@@ -252,7 +252,13 @@ async def serve_app(settings: Settings, extra: Callable[[], Awaitable[None]] | N
         await runner.setup()
     except Exception as exc:
         raise Fatal(_describe_start_error(exc, settings)) from None
-    sock = _listen_socket(settings.host, settings.port, reuse_port=settings.workers > 1)
+    try:
+        sock = _listen_socket(settings.host, settings.port, reuse_port=settings.workers > 1)
+    except OSError as exc:
+        await runner.cleanup()
+        raise Fatal(
+            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
+        ) from None
     site = web.SockSite(runner, sock)
     await site.start()
     log.info("relaygate serving on http://%s:%d", settings.host, settings.port)

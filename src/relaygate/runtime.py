@@ -104,8 +104,9 @@ class Runtime:
                 pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
                 await pubsub.subscribe(self.keys.inval_channel)
                 self.cache.invalidate_all()
-                async for message in pubsub.listen():
-                    data = message.get("data")
+                while not self.closing.is_set():
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    data = message.get("data") if message else None
                     if isinstance(data, bytes):
                         self.handle_invalidation(data.decode())
             except asyncio.CancelledError:
