@@ -47,7 +47,7 @@ bench-peers: $(STAMP)
 	$(BIN)/python bench/peers.py
 
 soak: $(STAMP)
-	$(BIN)/python -m tests.services -- $(BIN)/python -m pytest -q -m soak tests/soak
+	$(BIN)/python -m tests.services -- $(BIN)/python -m pytest -q -m soak tests/soak -p no:cacheprovider
 
 clean:
 	-$(BIN)/python -c 'import pathlib; from relaygate.devstack import stop_local_services; stop_local_services(pathlib.Path(".relaygate"))' 2>/dev/null
