@@ -107,7 +107,9 @@ def main() -> None:
             )
             print(proc.stdout[-6000:])
             print(proc.stderr[-6000:])
-            ok = count_ok_summary(proc.stdout + proc.stderr) or count_ok(c.RESULTS / "locust_stats.csv")
+            ok = count_ok_summary(proc.stdout + proc.stderr) or count_ok(
+                c.RESULTS / "locust_stats.csv"
+            )
             time.sleep(1)
             from run_bench import wait_flushed
 
