@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -43,6 +44,15 @@ class Metrics:
     def middleware(self) -> Middleware:
         requests = self.requests
         latency = self.latency
+        # labels() takes a lock and builds a tuple on every call: bind each child once.
+        counters: dict[tuple[str, int], Any] = {}
+        timers: dict[str, Any] = {}
+
+        def counter(name: str, status: int) -> Any:
+            child = counters.get((name, status))
+            if child is None:
+                child = counters[(name, status)] = requests.labels(name, str(status))
+            return child
 
         @web.middleware
         async def count(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -52,10 +62,13 @@ class Metrics:
             try:
                 response = await handler(request)
             except web.HTTPException as exc:
-                requests.labels(name, str(exc.status)).inc()
+                counter(name, exc.status).inc()
                 raise
-            requests.labels(name, str(response.status)).inc()
-            latency.labels(name).observe(time.perf_counter() - started)
+            counter(name, response.status).inc()
+            timer = timers.get(name)
+            if timer is None:
+                timer = timers[name] = latency.labels(name)
+            timer.observe(time.perf_counter() - started)
             return response
 
         return count
