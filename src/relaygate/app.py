@@ -81,10 +81,15 @@ async def build_runtime(settings: Settings) -> Runtime:
         keys = KeyScheme(settings.key_prefix, settings.shards)
         http = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True),
+            # A read timeout, not a total one: a total timeout arms a timer per request, and a
+            # long stream that keeps producing is legitimate. Exactness does not depend on it
+            # (a reservation reaped under a very long request is charged from zero at settle).
             timeout=aiohttp.ClientTimeout(
-                total=settings.upstream_timeout,
+                total=None,
                 sock_connect=settings.upstream_connect_timeout,
+                sock_read=settings.upstream_timeout,
             ),
+            skip_auto_headers=("User-Agent",),
             auto_decompress=False,
         )
         rt = Runtime(
