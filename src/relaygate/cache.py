@@ -21,6 +21,7 @@ from relaygate.keys import KeyScheme
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 NEGATIVE_CACHE_MAX = 100_000
+STALE_RETRY_SECONDS = 5.0
 
 
 @dataclass(slots=True)
@@ -123,6 +124,7 @@ class TokenCache:
         self._inflight: dict[bytes, asyncio.Future[TokenMeta | None]] = {}
         self.hits = 0
         self.misses = 0
+        self.stale_served = 0
 
     def __len__(self) -> int:
         return len(self._by_hash)
@@ -140,7 +142,16 @@ class TokenCache:
                     self.hits += 1
                     return None
                 del self._unknown[key_hash]
-        return await self.load(key_hash)
+            return await self.load(key_hash)
+        try:
+            return await self.load(key_hash)
+        except Exception:
+            # PostgreSQL is unreachable: keep serving the expired entry (the reserve script's
+            # status, expiry and ``ver`` checks in Redis still guard it) and retry the reload
+            # a little later instead of on every request.
+            meta.loaded_at = now - self._ttl + STALE_RETRY_SECONDS
+            self.stale_served += 1
+            return meta
 
     async def load(self, key_hash: bytes) -> TokenMeta | None:
         """Load (or join the load already under way) and store the result."""
