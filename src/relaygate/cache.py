@@ -22,6 +22,7 @@ from relaygate.keys import KeyScheme
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 NEGATIVE_CACHE_MAX = 100_000
 STALE_RETRY_SECONDS = 5.0
+MAX_CONCURRENT_LOADS = 16
 
 
 @dataclass(slots=True)
@@ -125,6 +126,8 @@ class TokenCache:
         self.hits = 0
         self.misses = 0
         self.stale_served = 0
+        # A flood of distinct made-up keys queues here instead of flooding PostgreSQL.
+        self._load_slots = asyncio.Semaphore(MAX_CONCURRENT_LOADS)
 
     def __len__(self) -> int:
         return len(self._by_hash)
@@ -162,7 +165,8 @@ class TokenCache:
         fut: asyncio.Future[TokenMeta | None] = asyncio.get_running_loop().create_future()
         self._inflight[key_hash] = fut
         try:
-            meta = await self._loader(key_hash)
+            async with self._load_slots:
+                meta = await self._loader(key_hash)
         except BaseException as exc:
             fut.set_exception(exc)
             fut.exception()  # mark retrieved: waiters re-raise it themselves
