@@ -90,7 +90,6 @@ class Job:
     model: str
     pricing: ModelPricing
     group_ratio: Decimal
-    prompt_bound: int
     body_bytes: int
     reserved: int
     ledger_keys: tuple[str, str, str, str]
@@ -401,7 +400,6 @@ async def _handle(
         model=model,
         pricing=pricing,
         group_ratio=group_ratio,
-        prompt_bound=prompt_bound,
         body_bytes=len(raw),
         reserved=res.amount,
         ledger_keys=ledger_keys,
@@ -559,7 +557,6 @@ async def _stream(
                     ConnectionResetError, aiohttp.ClientConnectionResetError, RuntimeError
                 ):
                     await resp.write(tail)
-            sse.finish()
     except asyncio.CancelledError:
         # aiohttp cancels the handler when the client hangs up: bill what was delivered.
         client_gone = cancelled = True

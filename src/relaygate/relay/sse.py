@@ -47,9 +47,6 @@ class SSEUsageFilter:
         rest, self._buf = self._buf, b""
         return rest
 
-    def finish(self) -> None:
-        """Nothing more will come."""
-
     def _take_usage(self, ready: bytes) -> bytes:
         kept = []
         for event in ready.split(b"\n\n"):
