@@ -210,6 +210,12 @@ async def _migrate(settings: Settings) -> list[str]:
 
     try:
         conn = await asyncpg.connect(settings.database_url, timeout=10)
+    except asyncpg.InvalidCatalogNameError:
+        # The server is there but the database is not: create it, as a first deploy expects.
+        from relaygate.devstack import ensure_database
+
+        await asyncio.to_thread(ensure_database, settings.database_url, log.info)
+        conn = await asyncpg.connect(settings.database_url, timeout=10)
     except Exception as exc:
         raise Fatal(_describe_start_error(exc, settings)) from None
     try:

@@ -105,3 +105,22 @@ async def test_two_workers_share_a_port_and_sigterm_drains(env, stack):
     await wait_drained(env)
     async with env.pool.acquire() as conn:
         assert await conn.fetchval("SELECT COUNT(*) FROM logs") == 20
+
+
+async def test_migrate_creates_a_missing_database_and_applies_once(settings):
+    import json
+
+    import asyncpg
+
+    name = f"relaygate_mig_{free_port()}"
+    url = settings.database_url.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        first = await asyncio.to_thread(_run, settings, "migrate", RELAYGATE_DATABASE_URL=url)
+        assert first.returncode == 0, first.stderr
+        assert json.loads(first.stdout)["applied"][0].startswith("0001_")
+        again = await asyncio.to_thread(_run, settings, "migrate", RELAYGATE_DATABASE_URL=url)
+        assert json.loads(again.stdout) == {"applied": []}
+    finally:
+        admin = await asyncpg.connect(settings.database_url)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
