@@ -1,9 +1,10 @@
 """Server-sent events pass-through that notices the usage chunk.
 
 Bytes are forwarded as soon as an event is complete (no buffering of the answer). Only an
-event that mentions ``"usage"`` is parsed; if relaygate added ``stream_options.include_usage``
-itself, the usage-only chunk (``"choices": []``) is dropped so the client sees exactly what
-it asked for.
+event that carries a usage object is parsed (not OpenAI's ``"usage":null`` on every chunk of
+an include_usage stream: parsing each chunk would double the cost of streaming). If
+relaygate added ``stream_options.include_usage`` itself, the usage-only chunk
+(``"choices": []``) is dropped so the client sees exactly what it asked for.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class SSEUsageFilter:
         self.content_events += ready.count(b'"delta"') + ready.count(b'"candidates"')
         if b"[DONE]" in ready or b"message_stop" in ready or b'"finishReason"' in ready:
             self.done = True  # OpenAI, Claude and Gemini end-of-answer markers
-        if b'"usage' in ready:  # "usage" (OpenAI, Claude) or "usageMetadata" (Gemini)
+        if _mentions_usage(ready):
             ready = self._take_usage(ready)
         return ready
 
@@ -52,7 +53,7 @@ class SSEUsageFilter:
         for event in ready.split(b"\n\n"):
             if not event:
                 continue
-            if b'"usage' in event:
+            if _mentions_usage(event):
                 drop = self._inspect(event)
                 if drop:
                     continue
@@ -78,3 +79,8 @@ class SSEUsageFilter:
                 self.usage = (prompt, completion)
             return self.strip and obj.get("choices") == [] and obj.get("usage") is not None
         return False
+
+
+def _mentions_usage(data: bytes) -> bool:
+    """A usage object (OpenAI, Claude) or usageMetadata (Gemini), not ``"usage":null``."""
+    return b'"usage":{' in data or b'"usage": {' in data or b'"usageMetadata"' in data
