@@ -7,6 +7,7 @@ run unchanged on Redis Cluster. No other module builds a key name by hand.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
@@ -71,7 +72,13 @@ class KeyScheme:
 
 def day_and_month(now: float | None = None) -> tuple[str, str]:
     """UTC period labels used by the daily and monthly token quotas."""
-    t = time.gmtime(now if now is not None else time.time())
+    return _period_labels(int(now if now is not None else time.time()))
+
+
+@functools.lru_cache(maxsize=4)
+def _period_labels(second: int) -> tuple[str, str]:
+    """Memoized per second: every request of that second shares one gmtime + format."""
+    t = time.gmtime(second)
     return f"{t.tm_year:04d}{t.tm_mon:02d}{t.tm_mday:02d}", f"{t.tm_year:04d}{t.tm_mon:02d}"
 
 
