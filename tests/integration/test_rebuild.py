@@ -7,16 +7,7 @@ import asyncio
 
 import pytest
 
-from .helpers import CHAT, bearer, flush_all, ledger, pg_token, refresh
-
-
-async def _setup(env, relay, upstream):
-    uid, _ = await env.root_user()
-    await env.admin.create_channel("mock", upstream, "k", "gpt-4o-mini,m-slow")
-    await env.admin.set_option("ModelRatio", '{"m-slow": 1}')
-    await refresh(relay)
-    tok = await env.admin.create_token(uid, "t", remain_quota=10**7)
-    return uid, tok
+from .helpers import CHAT, bearer, flush_all, hook_world, ledger, pg_token
 
 
 async def _chat(relay, key: str, model: str = "gpt-4o-mini") -> int:
@@ -28,7 +19,7 @@ async def _chat(relay, key: str, model: str = "gpt-4o-mini") -> int:
 
 
 async def test_redis_restarted_empty_rebuilds_from_flushed_totals(env, mock_upstream, relay):
-    uid, tok = await _setup(env, relay, mock_upstream)
+    uid, tok = await hook_world(env, relay, mock_upstream)
     key = f"sk-{tok.key}"
     for _ in range(5):
         assert await _chat(relay, key) == 200
@@ -49,7 +40,7 @@ async def test_redis_restarted_empty_rebuilds_from_flushed_totals(env, mock_upst
 async def test_events_settled_while_the_hash_was_missing_are_counted_once(
     env, mock_upstream, relay, flush_first
 ):
-    uid, tok = await _setup(env, relay, mock_upstream)
+    uid, tok = await hook_world(env, relay, mock_upstream)
     key = f"sk-{tok.key}"
     assert await _chat(relay, key) == 200  # ledger hashes exist, one event unflushed
     slow = asyncio.create_task(_chat(relay, key, "m-slow"))  # 0.5 s at the upstream

@@ -8,16 +8,7 @@ import asyncio
 import aiohttp
 import orjson
 
-from .helpers import CHAT, bearer, flush_all, ledger, refresh
-
-
-async def _setup(env, relay, upstream):
-    uid, _ = await env.root_user()
-    await env.admin.create_channel("mock", upstream, "k", "gpt-4o-mini,m-slow,m-drop")
-    await env.admin.set_option("ModelRatio", '{"m-slow": 1, "m-drop": 1}')
-    await refresh(relay)
-    tok = await env.admin.create_token(uid, "t", remain_quota=10**7)
-    return uid, tok
+from .helpers import CHAT, bearer, flush_all, hook_world, ledger
 
 
 def _events(text: str) -> list[str]:
@@ -25,7 +16,7 @@ def _events(text: str) -> list[str]:
 
 
 async def test_usage_chunk_hidden_unless_asked(env, relay, mock_upstream):
-    uid, tok = await _setup(env, relay, mock_upstream)
+    uid, tok = await hook_world(env, relay, mock_upstream)
     resp = await relay.post(
         "/v1/chat/completions", json={**CHAT, "stream": True}, headers=bearer(f"sk-{tok.key}")
     )
@@ -49,7 +40,7 @@ async def test_usage_chunk_hidden_unless_asked(env, relay, mock_upstream):
 
 
 async def test_client_disconnect_mid_stream_is_charged_for_delivered(env, relay, mock_upstream):
-    uid, tok = await _setup(env, relay, mock_upstream)
+    uid, tok = await hook_world(env, relay, mock_upstream)
     url = relay.make_url("/v1/chat/completions")
     async with aiohttp.ClientSession() as session:
         resp = await session.post(
@@ -73,7 +64,7 @@ async def test_client_disconnect_mid_stream_is_charged_for_delivered(env, relay,
 
 
 async def test_upstream_drop_mid_stream_refunds_in_full(env, relay, mock_upstream):
-    uid, tok = await _setup(env, relay, mock_upstream)
+    uid, tok = await hook_world(env, relay, mock_upstream)
     resp = await relay.post(
         "/v1/chat/completions",
         json={**CHAT, "model": "m-drop", "stream": True},
