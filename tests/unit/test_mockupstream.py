@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import struct
 import time
@@ -14,6 +15,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from relaygate import mockupstream
 from relaygate.mockupstream import MockConfig, build_app
 
 pytestmark = pytest.mark.unit
@@ -65,7 +67,8 @@ async def test_chat_non_stream(client: Client) -> None:
     assert body["object"] == "chat.completion"
     assert body["model"] == "gpt-4o"
     assert body["id"].startswith("chatcmpl-")
-    assert abs(body["created"] - time.time()) < 5
+    now = int(time.time())
+    assert now - 5 <= body["created"] <= now + 1
     choice = body["choices"][0]
     assert choice["message"]["role"] == "assistant"
     assert len(choice["message"]["content"].split()) == 20
@@ -275,17 +278,40 @@ async def test_no_usage_hook(client: Client) -> None:
     assert "usage" not in emb
 
 
-async def test_slow_hook_and_delay_header(client: Client) -> None:
-    t0 = time.monotonic()
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The delays the mock asks for (recorded, then slept as asked): the hooks are checked by
+    what they request, never by timing the test."""
+    asked: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def recording_sleep(delay: float, *args: Any, **kwargs: Any) -> Any:
+        if delay > 0:
+            asked.append(round(delay, 3))
+        return await real_sleep(delay, *args, **kwargs)
+
+    class MockAsyncio:
+        """asyncio as the mock module sees it, with sleep recorded (nothing else patched)."""
+
+        sleep = staticmethod(recording_sleep)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(asyncio, name)
+
+    monkeypatch.setattr(mockupstream, "asyncio", MockAsyncio())
+    return asked
+
+
+async def test_slow_hook_and_delay_header(client: Client, sleeps: list[float]) -> None:
     resp = await post(client, "/v1/chat/completions", {"model": "gpt-slow"})
     assert resp.status == 200
-    assert time.monotonic() - t0 >= 0.45
+    assert sleeps == [0.5]
 
-    t0 = time.monotonic()
+    sleeps.clear()
     headers = {**AUTH, "x-mock-delay-ms": "150"}
     resp = await post(client, "/v1/chat/completions", {"model": "m"}, headers=headers)
     assert resp.status == 200
-    assert time.monotonic() - t0 >= 0.14
+    assert sleeps == [0.15]
 
     headers = {**AUTH, "x-mock-delay-ms": "soon"}
     assert (
@@ -293,25 +319,24 @@ async def test_slow_hook_and_delay_header(client: Client) -> None:
     ).status == 400
 
 
-async def test_slow_hook_streams_per_chunk() -> None:
+async def test_slow_hook_streams_per_chunk(sleeps: list[float]) -> None:
     cfg = MockConfig(stream_chunks=2)
     async with TestServer(build_app(cfg)) as server, Client(server) as c:
         resp = await post(c, "/v1/chat/completions", {"model": "slow", "stream": True})
         assert resp.status == 200
         first = await resp.content.readuntil(b"\n\n")  # the role chunk comes at once...
         assert b'"role":"assistant"' in first
-        t_first = time.monotonic()
+        assert len(sleeps) <= 1  # sent before the first content chunk's wait was over
         data = sse_data(first + await resp.read())
-        assert time.monotonic() - t_first >= 0.95  # ...then 2 content chunks x 0.5 s
+        assert sleeps == [0.5, 0.5]  # ...then 2 content chunks, each after 0.5 s
         assert data[-1] == b"[DONE]"
 
 
-async def test_chunk_delay() -> None:
+async def test_chunk_delay(sleeps: list[float]) -> None:
     app = build_app(MockConfig(chunk_delay=0.02))
     async with TestServer(app) as server, Client(server) as c:
-        t0 = time.monotonic()
         raw = await (await post(c, "/v1/chat/completions", {"model": "m", "stream": True})).read()
-        assert time.monotonic() - t0 >= 0.09  # 5 content chunks x 0.02 s
+        assert sleeps == [0.02] * 5  # 5 content chunks x 0.02 s
         assert raw.endswith(b"data: [DONE]\n\n")
 
 
