@@ -30,7 +30,7 @@ from relaygate import ledger
 from relaygate.config import Settings
 from relaygate.keys import STREAM_GROUP, KeyScheme
 from relaygate.ledger import Scripts
-from relaygate.store.logs import PartitionKeeper, UsageRow, empty_columns, write_columns
+from relaygate.store.logs import PartitionKeeper, empty_columns, write_columns
 
 log = logging.getLogger(__name__)
 
@@ -44,46 +44,18 @@ Entry = tuple[str, bytes, dict[bytes, bytes] | None]  # (stream, entry id, field
 ESTIMATED_NOTE = "usage estimated: upstream reported none"
 
 
-def row_from_fields(f: dict[bytes, bytes]) -> UsageRow:
-    """Raises KeyError/ValueError on a malformed event (sent to the dead-letter stream)."""
-
-    def s(name: bytes) -> str:
-        return f.get(name, b"").decode()
-
-    return UsageRow(
-        request_id=f[b"rid"].decode(),
-        created_at=int(f[b"ts"]),
-        user_id=int(f[b"user"]),
-        username=s(b"uname"),
-        token_id=int(f[b"token"]),
-        token_name=s(b"tname"),
-        model_name=s(b"model"),
-        channel_id=int(f.get(b"chan", b"0")),
-        group=s(b"group"),
-        quota=int(f[b"quota"]),
-        prompt_tokens=int(f.get(b"pt", b"0")),
-        completion_tokens=int(f.get(b"ct", b"0")),
-        use_time_ms=int(f.get(b"lat", b"0")),
-        is_stream=f.get(b"stream") == b"1",
-        ip=s(b"ip"),
-        content="usage estimated: upstream reported none"
-        if b'"estimated":true' in f.get(b"other", b"")
-        else "",
-        other=s(b"other"),
-    )
-
-
 def append_fields(cols: list[list[Any]], f: dict[bytes, bytes]) -> None:
-    """``row_from_fields`` laid out column by column (INSERT_LOGS order), for batches.
+    """One usage event's columns, appended in INSERT_LOGS order (no row object per event).
 
-    Raises KeyError/ValueError on a malformed event before appending anything.
+    Raises KeyError/ValueError on a malformed event (sent to the dead-letter stream) before
+    appending anything.
     """
     get = f.get
     other = get(b"other", b"")
     values = (
         f[b"rid"].decode(),
         int(f[b"ts"]),
-        2,  # UsageRow.type: consume
+        2,  # log type: consume
         int(f[b"user"]),
         get(b"uname", b"").decode(),
         int(f[b"token"]),

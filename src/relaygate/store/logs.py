@@ -5,7 +5,6 @@ from __future__ import annotations
 import calendar
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -38,28 +37,6 @@ UPDATE channels AS c SET used_quota = c.used_quota + v.q
 FROM unnest($1::bigint[], $2::bigint[]) AS v(id, q)
 WHERE c.id = v.id
 """
-
-
-@dataclass(frozen=True, slots=True)
-class UsageRow:
-    request_id: str
-    created_at: int
-    user_id: int
-    username: str
-    token_id: int
-    token_name: str
-    model_name: str
-    channel_id: int
-    group: str
-    quota: int
-    prompt_tokens: int
-    completion_tokens: int
-    use_time_ms: int
-    is_stream: bool
-    ip: str
-    content: str
-    other: str
-    type: int = 2
 
 
 def month_bounds(ts: int) -> tuple[str, int, int]:
@@ -100,28 +77,13 @@ def empty_columns() -> list[list[Any]]:
     return [[] for _ in range(N_COLUMNS)]
 
 
-async def write_batch(conn: Any, rows: Sequence[UsageRow]) -> int:
-    """Insert the rows, add the newly inserted ones' quota to the totals; one transaction.
+async def write_columns(conn: Any, cols: Sequence[list[Any]]) -> int:
+    """Insert the rows (column by column, INSERT_LOGS order) and add the newly inserted
+    ones' quota to the totals, in one transaction.
 
     Rows already present (a redelivery after a crash between commit and XACK) are skipped by
     the unique key and add nothing. Returns how many rows were new.
     """
-    cols = empty_columns()
-    for r in rows:
-        for i, v in enumerate(
-            (
-                r.request_id, r.created_at, r.type, r.user_id, r.username, r.token_id,
-                r.token_name, r.model_name, r.channel_id, r.group, r.quota, r.prompt_tokens,
-                r.completion_tokens, r.use_time_ms, r.is_stream, r.ip, r.content, r.other,
-            )
-        ):  # fmt: skip
-            cols[i].append(v)
-    return await write_columns(conn, cols)
-
-
-async def write_columns(conn: Any, cols: Sequence[list[Any]]) -> int:
-    """``write_batch`` on rows already laid out column by column (INSERT_LOGS order): the
-    flusher builds these straight from the stream entries, without a row object each."""
     async with conn.transaction():
         inserted = await conn.fetch(INSERT_LOGS, *cols)
         if not inserted:
