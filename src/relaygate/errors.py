@@ -51,9 +51,7 @@ MISSING_KEY = _e(
 INVALID_KEY = _e(401, "Invalid token: no such API key.", "invalid_request_error", "invalid_api_key")
 TOKEN_DISABLED = _e(401, "This token has been disabled.", "invalid_request_error", "token_disabled")
 TOKEN_EXPIRED = _e(401, "This token has expired.", "invalid_request_error", "token_expired")
-TOKEN_DELETED = _e(
-    401, "Invalid token: no such API key.", "invalid_request_error", "invalid_api_key"
-)
+TOKEN_DELETED = INVALID_KEY  # a deleted key answers exactly like one that never existed
 USER_DISABLED = _e(403, "User has been banned.", "permission_error", "user_disabled")
 IP_DENIED = _e(
     403, "Your IP is not in the token's allowed list.", "permission_error", "access_denied"
