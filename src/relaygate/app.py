@@ -118,6 +118,7 @@ async def build_runtime(settings: Settings) -> Runtime:
 
 async def close_runtime(rt: Runtime) -> None:
     """After draining: nothing of ours is in flight, so our heartbeat can go."""
+    await rt.drain(within=10)
     with contextlib.suppress(Exception):
         await rt.redis.delete(rt.keys.heartbeat(rt.instance))
     await rt.http.close()
@@ -152,8 +153,8 @@ def init_app(settings: Settings, *, with_api: bool = True) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_runtime_ctx)
-    add_routes(app)
     metrics.install(app)
+    add_routes(app)
     if with_api:
         from relaygate.api import add_api_routes
 

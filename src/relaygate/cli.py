@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -244,6 +245,24 @@ def _listen_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     return sock
 
 
+def tune_gc(gen0: int) -> None:
+    """Fewer, cheaper garbage collections while serving.
+
+    Why: a relayed request allocates a few hundred short-lived objects, so with Python's
+    default threshold (700) a young collection runs every few requests, and every tenth one
+    also walks the older generation; together ~10% of the CPU per request. Objects alive at
+    start-up (modules, the app, pools) are frozen out of collection once, and the young
+    generation is collected every ``gen0`` allocations (50,000 ≈ a few MB of garbage at
+    most). Garbage without cycles is freed by reference counting as always.
+    """
+    if gen0 <= 0:
+        return
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(gen0, gen1, gen2)
+
+
 async def serve_app(settings: Settings, extra: Callable[[], Awaitable[None]] | None = None) -> None:
     """Run the relay until SIGTERM/SIGINT; then stop accepting, drain, settle and exit."""
     from aiohttp import web
@@ -267,6 +286,7 @@ async def serve_app(settings: Settings, extra: Callable[[], Awaitable[None]] | N
         ) from None
     site = web.SockSite(runner, sock)
     await site.start()
+    tune_gc(settings.gc_gen0)
     log.info("relaygate serving on http://%s:%d", settings.host, settings.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

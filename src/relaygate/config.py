@@ -59,6 +59,8 @@ class Settings:
     with_worker: bool = False
     # Maximum accepted request body, bytes.
     max_body_bytes: int = 32 * 1024 * 1024
+    # Allocations between young-generation garbage collections in `serve` (0 = Python's 700).
+    gc_gen0: int = 50_000
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -170,6 +172,7 @@ FIELDS: dict[str, tuple[str, Parser]] = {
     "workers": ("RELAYGATE_WORKERS", lambda n, r: _parse_int(n, r, 1, 256)),
     "with_worker": ("RELAYGATE_WITH_WORKER", _parse_bool),
     "max_body_bytes": ("RELAYGATE_MAX_BODY_BYTES", lambda n, r: _parse_int(n, r, 1024)),
+    "gc_gen0": ("RELAYGATE_GC_GEN0", lambda n, r: _parse_int(n, r, 0, 10_000_000)),
 }
 
 

@@ -32,10 +32,10 @@ class KeyScheme:
         return f"{self._base(user_id)}:user:{user_id}"
 
     def token_day(self, user_id: int, token_id: int, day: str) -> str:
-        return f"{self.token(user_id, token_id)}:d:{day}"
+        return day_key(self.token(user_id, token_id), day)
 
     def token_month(self, user_id: int, token_id: int, month: str) -> str:
-        return f"{self.token(user_id, token_id)}:m:{month}"
+        return month_key(self.token(user_id, token_id), month)
 
     def orphans(self, user_id: int) -> str:
         """Counts of usage events settled while the token's or user's hash was missing."""
@@ -80,6 +80,15 @@ def _period_labels(second: int) -> tuple[str, str]:
     """Memoized per second: every request of that second shares one gmtime + format."""
     t = time.gmtime(second)
     return f"{t.tm_year:04d}{t.tm_mon:02d}{t.tm_mday:02d}", f"{t.tm_year:04d}{t.tm_mon:02d}"
+
+
+def day_key(token_key: str, day: str) -> str:
+    """A token's daily counter, from its (cached) ledger key: the hot path's cheap form."""
+    return f"{token_key}:d:{day}"
+
+
+def month_key(token_key: str, month: str) -> str:
+    return f"{token_key}:m:{month}"
 
 
 # Time-to-live of period counters: long enough to outlive their period.

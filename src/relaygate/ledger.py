@@ -156,11 +156,14 @@ async def settle(
     orphan_fields: tuple[str, str],
     member: str,
     event: Sequence[Any] | None,
+    *,
+    retry: bool = False,
 ) -> tuple[int, bool]:
     """Charge ``actual`` against ``reserved``; with ``event`` (flat field/value list) append it.
 
     A lost reply (connection dropped) is retried with the retry flag: the script then does
-    nothing if the first attempt already ran, so a settle is applied exactly once.
+    nothing if the first attempt already ran, so a settle is applied exactly once. ``retry``
+    sets the flag from the first attempt on (an earlier attempt may have been sent).
     Returns (charged, capped).
     """
     log_flag = 1 if event is not None else 0
@@ -168,7 +171,7 @@ async def settle(
     if event is not None:
         tail.extend(event)
     for attempt in range(SETTLE_RETRIES + 1):
-        flags = log_flag | (2 if attempt else 0)
+        flags = log_flag | (2 if attempt or retry else 0)
         try:
             raw = await scripts.settle(conn, keys, [reserved, actual, flags, *tail])
         except RedisConnectionError:

@@ -94,6 +94,7 @@ class PriceBook:
         self._prices = {name: _dec(p) for name, p in (prices or DEFAULT_MODEL_PRICES).items()}
         self._groups = {name: _dec(g) for name, g in (groups or DEFAULT_GROUP_RATIOS).items()}
         self._cache: dict[str, ModelPricing | None] = {}
+        self._rates: dict[tuple[str, str], Rates | None] = {}
 
     @classmethod
     def from_options(cls, options: Mapping[str, str]) -> PriceBook:
@@ -126,6 +127,19 @@ class PriceBook:
         self._cache[name] = found
         return found
 
+    def rates(self, model: str, group: str) -> Rates | None:
+        """The integer form of (model, group)'s prices, built once per pair (hot path)."""
+        key = (model, group)
+        try:
+            return self._rates[key]
+        except KeyError:
+            pass
+        pricing = self.model(model)
+        found = Rates(pricing, self.group_ratio(group)) if pricing is not None else None
+        if len(self._rates) < MAX_CACHED_RATES:
+            self._rates[key] = found
+        return found
+
     def group_ratio(self, group: str) -> Decimal:
         return self._groups.get(group, Decimal(1))
 
@@ -146,6 +160,92 @@ def _json_map(options: Mapping[str, str], key: str) -> dict[str, float]:
     ):
         raise ValueError(f"option {key} must be a JSON object of non-negative numbers")
     return {str(k): float(v) for k, v in data.items()}
+
+
+def _fraction(value: Decimal) -> tuple[int, int]:
+    """An exact (numerator, denominator) for a finite non-negative decimal."""
+    sign, digits, exponent = value.as_tuple()
+    if sign or not isinstance(exponent, int):
+        raise ValueError(f"price ratios must be finite and non-negative, got {value}")
+    numerator = int("".join(map(str, digits)) or "0")
+    if exponent >= 0:
+        return numerator * 10**exponent, 1
+    return numerator, 10**-exponent
+
+
+class Rates:
+    """``charge`` and ``plan`` for one (model, group) as integer arithmetic.
+
+    Why: the Decimal formula costs a few microseconds per request and the hot path runs it
+    twice; the ratios are exact decimals, so the same floor/ceil results follow from integer
+    numerators over one common denominator. ``charge``/``plan`` stay the reference (a
+    property test checks the two agree).
+    """
+
+    __slots__ = (
+        "_den",
+        "_num_completion",
+        "_num_prompt",
+        "_per_call",
+        "_prompt_den",
+        "_prompt_num",
+        "event_ratios",
+        "group_ratio",
+        "nonzero",
+        "per_token_micro",
+        "pricing",
+    )
+
+    def __init__(self, pricing: ModelPricing, group_ratio: Decimal) -> None:
+        self.pricing = pricing
+        self.group_ratio = group_ratio
+        # What the usage log's ``other`` field reports; fixed per (model, group).
+        self.event_ratios = {
+            "model_ratio": float(pricing.model_ratio),
+            "completion_ratio": float(pricing.completion_ratio),
+            "group_ratio": float(group_ratio),
+            "model_price": float(pricing.per_call_usd) if pricing.per_call_usd else -1,
+        }
+        self._per_call: int | None = None
+        if pricing.per_call_usd is not None:
+            self._per_call = charge(pricing, group_ratio, 0, 0)
+        mn, md = _fraction(pricing.model_ratio)
+        gn, gd = _fraction(group_ratio)
+        cn, cd = _fraction(pricing.completion_ratio)
+        self.nonzero = mn != 0 and gn != 0
+        # charge = floor((p + c x cr) x mr x gr) = floor((p x cd + c x cn) x mn x gn / (cd x md x gd))
+        self._num_prompt = cd * mn * gn
+        self._num_completion = cn * mn * gn
+        self._den = cd * md * gd
+        # plan: base = ceil(p x mr x gr), per token = ceil(cr x mr x gr x 1e6)
+        self._prompt_num = mn * gn
+        self._prompt_den = md * gd
+        self.per_token_micro = (
+            0 if self._per_call is not None else -(-cn * mn * gn * MICRO // (cd * md * gd))
+        )
+
+    @property
+    def is_per_call(self) -> bool:
+        return self._per_call is not None
+
+    def charge(self, prompt: int, completion: int) -> int:
+        if self._per_call is not None:
+            return self._per_call
+        quota = (prompt * self._num_prompt + completion * self._num_completion) // self._den
+        if self.nonzero and quota <= 0:
+            return 1
+        return quota
+
+    def plan(self, prompt_estimate: int) -> ReservationPlan:
+        if self._per_call is not None:
+            return ReservationPlan(self._per_call, 0)
+        base = -(-prompt_estimate * self._prompt_num // self._prompt_den)
+        if self.nonzero and base < 1:
+            base = 1
+        return ReservationPlan(base, self.per_token_micro)
+
+
+MAX_CACHED_RATES = 10_000  # (model, group) pairs; beyond that, computed per request
 
 
 def charge(pricing: ModelPricing, group_ratio: Decimal, prompt: int, completion: int) -> int:

@@ -85,16 +85,29 @@ class Runtime:
 
     def handle_invalidation(self, message: str) -> None:
         if message.startswith("chan:"):
-            self._spawn(self.reload_channels())
+            self.spawn(self.reload_channels())
         elif message.startswith("opt:"):
-            self._spawn(self.reload_prices())
+            self.spawn(self.reload_prices())
         else:
             self.cache.handle_message(message)
 
-    def _spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Any) -> None:
+        """Run ``coro`` in the background, held until done; ``drain`` waits for them."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.append(task)
-        task.add_done_callback(self._tasks.remove)
+        task.add_done_callback(self._forget_task)
+
+    def _forget_task(self, task: asyncio.Task[None]) -> None:
+        self._tasks.remove(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed: %s", task.exception())
+
+    async def drain(self, within: float) -> None:
+        """Wait (bounded) for background work such as settles finished after a cancel."""
+        if self._tasks:
+            _, stuck = await asyncio.wait(list(self._tasks), timeout=within)
+            for task in stuck:
+                task.cancel()
 
     async def listen_invalidations(self) -> None:
         """Subscribe to ``rg:inval`` until closing; on reconnect drop everything (messages

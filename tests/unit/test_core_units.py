@@ -7,11 +7,13 @@ from decimal import Decimal
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from relaygate.cache import TokenCache
 from relaygate.config import ConfigError, from_env
 from relaygate.credentials import hash_secret, mask_key, new_token_key, strip_key
-from relaygate.pricing import PriceBook, charge, plan, reservation_cost
+from relaygate.pricing import ModelPricing, PriceBook, Rates, charge, plan, reservation_cost
 from relaygate.relay.sse import SSEUsageFilter
 
 
@@ -36,6 +38,36 @@ def test_reservation_bounds_the_charge(prompt, completion):
         assert reservation_cost(p, completion) >= charge(
             pricing, Decimal("1.5"), prompt, completion
         )
+
+
+_ratios = st.decimals(min_value=0, max_value=200, places=4, allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    model_ratio=_ratios,
+    completion_ratio=_ratios,
+    group_ratio=_ratios,
+    per_call=st.one_of(st.none(), st.decimals(min_value=0, max_value=10, places=6)),
+    prompt=st.integers(0, 10**7),
+    completion=st.integers(0, 10**6),
+)
+def test_integer_rates_agree_with_the_decimal_formula(
+    model_ratio, completion_ratio, group_ratio, per_call, prompt, completion
+):
+    """The hot path's integer arithmetic gives New API's Decimal result, to the unit."""
+    pricing = ModelPricing(model_ratio, completion_ratio, per_call, 4096)
+    rates = Rates(pricing, group_ratio)
+    assert rates.charge(prompt, completion) == charge(pricing, group_ratio, prompt, completion)
+    assert rates.plan(prompt) == plan(pricing, group_ratio, prompt)
+
+
+def test_rates_are_cached_per_model_and_group():
+    book = PriceBook()
+    assert book.rates("gpt-4o", "default") is book.rates("gpt-4o", "default")
+    assert book.rates("nope", "default") is None
+    mini = book.rates("gpt-4o-mini", "default")
+    assert mini is not None and mini.charge(10, 20) == 6
 
 
 def test_bad_options_are_rejected():
@@ -94,3 +126,17 @@ async def test_cache_single_flight_and_negative_cache():
     results = await asyncio.gather(*(cache.get(b"k") for _ in range(50)))
     assert results == [None] * 50 and calls == 1
     assert await cache.get(b"k") is None and calls == 1
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"model":"m","stream":true}',
+        b'{ "model": "m", "stream": true, "messages": [{"content": "}"}] }\n  ',
+    ],
+)
+def test_include_usage_is_spliced_into_the_clients_bytes(raw):
+    from relaygate.relay.handlers import splice_include_usage
+
+    spliced = orjson.loads(splice_include_usage(raw))
+    assert spliced == {**orjson.loads(raw), "stream_options": {"include_usage": True}}

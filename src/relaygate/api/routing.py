@@ -10,6 +10,7 @@ doubles as the list the OpenAPI test and the role matrix test walk.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ from relaygate.api.auth import Caller, Level, authenticate
 from relaygate.api.envelope import ApiFail, fail
 from relaygate.relay.handlers import RUNTIME
 from relaygate.runtime import Runtime
+from relaygate.stats import STATS
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,16 @@ class RouteTable:
 def wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def endpoint(request: web.Request) -> web.StreamResponse:
         rt = request.app[RUNTIME]
+        started = time.perf_counter()
+        try:
+            response = await _answer(request, rt)
+        except web.HTTPException as exc:
+            request.app[STATS].record(route.path, exc.status, time.perf_counter() - started)
+            raise
+        request.app[STATS].record(route.path, response.status, time.perf_counter() - started)
+        return response
+
+    async def _answer(request: web.Request, rt: Runtime) -> web.StreamResponse:
         try:
             caller = None
             if route.level not in (Level.PUBLIC, Level.KEY):

@@ -55,6 +55,12 @@ def _parse_ip(text: str) -> IPAddress | None:
         return None
 
 
+@functools.lru_cache(maxsize=4096)
+def ip_text(ip: IPAddress | None) -> str:
+    """The address as the usage log stores it (memoized: ``str`` of an address is slow)."""
+    return "" if ip is None else str(ip)
+
+
 def _in(ip: IPAddress, nets: Sequence[IPNetwork]) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped

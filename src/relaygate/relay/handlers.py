@@ -11,10 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from dataclasses import dataclass
-from decimal import Decimal
+from random import getrandbits
 from typing import Any
 
 import aiohttp
@@ -27,13 +26,14 @@ from relaygate.cache import TokenMeta
 from relaygate.channels import Channel
 from relaygate.credentials import hash_secret
 from relaygate.errors import RelayError
-from relaygate.keys import DAY_TTL_SECONDS, MONTH_TTL_SECONDS, day_and_month
+from relaygate.keys import DAY_TTL_SECONDS, MONTH_TTL_SECONDS, day_and_month, day_key, month_key
 from relaygate.ledger import Code, ReserveRequest
-from relaygate.pricing import ModelPricing, charge, plan
+from relaygate.pricing import ModelPricing, Rates
 from relaygate.relay import dialects
-from relaygate.relay.auth import IPAddress, client_ip, extract_key
+from relaygate.relay.auth import IPAddress, client_ip, extract_key, ip_text
 from relaygate.relay.sse import SSEUsageFilter
 from relaygate.runtime import Runtime
+from relaygate.stats import STATS
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,11 @@ class Endpoint:
     default_output: int | None  # None = the settings' allowance; 0 = no output tokens
     streams: bool
     dialect: str = dialects.OPENAI
+    route: str = ""  # the aiohttp route, also the metrics label; the path unless set
+
+    def __post_init__(self) -> None:
+        if not self.route:
+            object.__setattr__(self, "route", self.path)
 
 
 CHAT = Endpoint("/v1/chat/completions", "max_tokens", None, True)
@@ -73,12 +78,17 @@ COMPLETIONS = Endpoint("/v1/completions", "max_tokens", 16, True)
 EMBEDDINGS = Endpoint("/v1/embeddings", None, 0, False)
 IMAGES = Endpoint("/v1/images/generations", None, 0, False)
 CLAUDE_MESSAGES = Endpoint("/v1/messages", "max_tokens", None, True, dialects.CLAUDE)
-GEMINI_GENERATE = Endpoint("/v1beta/models", "maxOutputTokens", None, True, dialects.GEMINI)
+GEMINI_GENERATE = Endpoint(
+    "/v1beta/models", "maxOutputTokens", None, True, dialects.GEMINI, "/v1beta/models/{target}"
+)
 
 
 def new_request_id() -> str:
-    """Unique and time-ordered: nanosecond clock then 32 random bits, in hex."""
-    return f"{time.time_ns():016x}{os.urandom(4).hex()}"
+    """Unique and time-ordered: nanosecond clock then 32 random bits, in hex.
+
+    ``random`` rather than ``os.urandom`` (a syscall per request): the id needs uniqueness,
+    not secrecy, and ``random`` is reseeded in every forked worker."""
+    return f"{time.time_ns():016x}{getrandbits(32):08x}"
 
 
 @dataclass(slots=True)
@@ -88,8 +98,7 @@ class Job:
     rid: str
     meta: TokenMeta
     model: str
-    pricing: ModelPricing
-    group_ratio: Decimal
+    rates: Rates
     body_bytes: int
     reserved: int
     ledger_keys: tuple[str, str, str, str]
@@ -213,12 +222,11 @@ async def reserve(
     for _ in range(MAX_RESERVE_ROUNDS):
         now = int(time.time())
         day, month = day_and_month(now)
-        keys = rt.keys
         ledger_keys = (
             meta.token_key,
             meta.user_key,
-            keys.token_day(meta.user_id, meta.id, day),
-            keys.token_month(meta.user_id, meta.id, month),
+            day_key(meta.token_key, day),
+            month_key(meta.token_key, month),
         )
         prefix = f"{rid}|{meta.id}|{meta.user_id}|{day}|{month}|{rt.instance}"
         req = ReserveRequest(
@@ -277,21 +285,29 @@ async def settle(
     actual: int,
     event: list[Any] | None,
 ) -> int:
-    """Exactly one per admitted request; shielded so a cancelled handler still settles."""
+    """Exactly one per admitted request, even when the handler is cancelled meanwhile.
+
+    Not wrapped in ``asyncio.shield`` (one more Task and loop step on every request): the
+    settle command is queued on the connection synchronously, so a cancelled handler's
+    settle still reaches Redis; only its reply is lost. A cancellation therefore re-runs the
+    same settle in the background with the retry flag, which applies it only if the first
+    attempt did not (settle.lua is idempotent under retries).
+    """
     meta = job.meta
     keys = (*job.ledger_keys, meta.stream_key, meta.orphans_key, meta.resv_key)
-    coro = ledger.settle(
-        rt.scripts,
-        rt.hot,
-        keys,
-        job.reserved,
-        actual,
-        (meta.token_orphan, meta.user_orphan),
-        job.member,
-        event,
-    )
+    orphans = (meta.token_orphan, meta.user_orphan)
     try:
-        charged, _capped = await asyncio.shield(coro)
+        charged, _capped = await ledger.settle(
+            rt.scripts, rt.hot, keys, job.reserved, actual, orphans, job.member, event
+        )
+    except asyncio.CancelledError:
+        rt.spawn(
+            ledger.settle(
+                rt.scripts, rt.hot, keys, job.reserved, actual, orphans, job.member, event,
+                retry=True,
+            )
+        )  # fmt: skip
+        raise
     except RedisError as exc:
         # The reservation stays open and the reaper refunds it; the event is lost only if
         # Redis itself is gone, in which case the counters are gone with it.
@@ -310,14 +326,7 @@ def usage_event(
 ) -> list[Any]:
     meta = job.meta
     other = orjson.dumps(
-        {
-            "model_ratio": float(job.pricing.model_ratio),
-            "completion_ratio": float(job.pricing.completion_ratio),
-            "group_ratio": float(job.group_ratio),
-            "model_price": float(job.pricing.per_call_usd) if job.pricing.per_call_usd else -1,
-            "estimated": estimated,
-            "reserved": job.reserved,
-        }
+        {**job.rates.event_ratios, "estimated": estimated, "reserved": job.reserved}
     )
     return [
         "rid", job.rid,
@@ -343,20 +352,33 @@ def upstream_headers(channel: Channel) -> dict[str, str]:
     return dialects.upstream_headers(channel, dialects.OPENAI, {})
 
 
+def splice_include_usage(raw: bytes) -> bytes:
+    """``raw`` (a JSON object without ``stream_options``) with include_usage added."""
+    end = raw.rindex(b"}")
+    return raw[:end] + b',"stream_options":{"include_usage":true}' + raw[end:]
+
+
 def estimate_tokens(nbytes: int) -> int:
     """Fair estimate for billing when the upstream reports nothing: ~4 bytes per token."""
     return (nbytes + 3) // 4
 
 
 async def handle(request: web.Request, ep: Endpoint) -> web.StreamResponse:
-    rt = request.app[RUNTIME]
+    """Answer one relay request and record it in the route's metrics."""
+    app = request.app
+    rt = app[RUNTIME]
     t0 = time.perf_counter()
     rid = new_request_id()
     try:
-        return await _handle(request, rt, ep, rid, t0)
+        response = await _handle(request, rt, ep, rid, t0)
     except RelayError as err:
         err.forget_traceback()
-        return err.response(rid, ep.dialect)
+        response = err.response(rid, ep.dialect)
+    except Exception:
+        app[STATS].record(ep.route, 500, time.perf_counter() - t0)
+        raise
+    app[STATS].record(ep.route, response.status, time.perf_counter() - t0)
+    return response
 
 
 async def _handle(
@@ -382,15 +404,14 @@ async def _handle(
     meta = await confirmed_scope(rt, meta, key_hash, model, ip)
     if not rt.channels.has(meta.group, model):
         raise errors.no_channel(meta.group, model)
-    pricing = rt.prices.model(model)
-    if pricing is None:
+    rates = rt.prices.rates(model, meta.group)
+    if rates is None:
         raise errors.model_price_missing(model)
     want, full, max_field = output_bounds(
-        body, ep, pricing, rt.settings.default_completion_allowance
+        body, ep, rates.pricing, rt.settings.default_completion_allowance
     )
-    group_ratio = rt.prices.group_ratio(meta.group)
     prompt_bound = len(raw) + IMAGE_TOKEN_BOUND * raw.count(b"image_url")
-    rplan = plan(pricing, group_ratio, prompt_bound)
+    rplan = rates.plan(prompt_bound)
     meta, res, ledger_keys, member = await reserve(
         rt, meta, key_hash, model, ip, rid, rplan.base, rplan.per_token_micro, want, full
     )
@@ -398,13 +419,12 @@ async def _handle(
         rid=rid,
         meta=meta,
         model=model,
-        pricing=pricing,
-        group_ratio=group_ratio,
+        rates=rates,
         body_bytes=len(raw),
         reserved=res.amount,
         ledger_keys=ledger_keys,
         member=member,
-        ip=str(ip) if ip is not None else "",
+        ip=ip_text(ip),
         t0=t0,
     )
     settled = False
@@ -416,6 +436,7 @@ async def _handle(
             modified = True
         inject_usage = False
         if stream and ep.dialect == dialects.OPENAI:
+            had_opts = "stream_options" in body
             opts = body.get("stream_options")
             if not (isinstance(opts, dict) and opts.get("include_usage") is True):
                 body["stream_options"] = {
@@ -423,7 +444,12 @@ async def _handle(
                     "include_usage": True,
                 }
                 inject_usage = True
-                modified = True
+                if not had_opts and not modified:
+                    # The common case: splice the option into the client's bytes rather
+                    # than re-serialize the whole body (the last byte of an object is "}").
+                    raw = splice_include_usage(raw)
+                else:
+                    modified = True
         response, settled = await forward(
             request, rt, ep, job, body, raw, modified, stream, inject_usage
         )
@@ -446,12 +472,12 @@ async def forward(
 ) -> tuple[web.StreamResponse, bool]:
     """Call a channel (another one on a connection failure) and settle. Returns (response,
     settled); when settled is False the caller refunds."""
-    tried: set[int] = set()
+    tried: frozenset[int] = frozenset()
     for attempt in range(MAX_CHANNEL_ATTEMPTS):
-        channel = rt.channels.pick(job.meta.group, job.model, attempt, frozenset(tried))
+        channel = rt.channels.pick(job.meta.group, job.model, attempt, tried)
         if channel is None:
             break
-        tried.add(channel.id)
+        tried |= {channel.id}
         upstream_model = channel.upstream_model(job.model)
         if upstream_model != job.model and ep.dialect != dialects.GEMINI:
             body["model"] = upstream_model
@@ -499,7 +525,7 @@ async def _non_stream(
         await settle(rt, job, 0, None)
     else:
         prompt, completion, estimated = _usage_from_body(data, job)
-        actual = charge(job.pricing, job.group_ratio, prompt, completion)
+        actual = job.rates.charge(prompt, completion)
         await settle(
             rt, job, actual, usage_event(job, channel, prompt, completion, False, estimated)
         )
@@ -538,25 +564,28 @@ async def _stream(
     )
     await resp.prepare(request)
     sse = SSEUsageFilter(strip_usage_chunk=inject_usage)
+    # Once the end-of-answer marker went by, the rest is held and sent with the stream's end
+    # after the settle: one write instead of two (or, for an answer that arrived in one read,
+    # headers + events + end in a single write).
+    held = b""
     client_gone = False
     upstream_failed = False
     cancelled = False
     try:
         async for chunk in up.content.iter_any():
             out = sse.feed(chunk)
-            if out:
-                try:
-                    await resp.write(out)
-                except (ConnectionResetError, aiohttp.ClientConnectionResetError, RuntimeError):
-                    client_gone = True
-                    break
+            if not out:
+                continue
+            if sse.done:
+                held += out
+                continue
+            try:
+                await resp.write(out)
+            except (ConnectionResetError, aiohttp.ClientConnectionResetError, RuntimeError):
+                client_gone = True
+                break
         else:
-            tail = sse.flush()
-            if tail:
-                with contextlib.suppress(
-                    ConnectionResetError, aiohttp.ClientConnectionResetError, RuntimeError
-                ):
-                    await resp.write(tail)
+            held += sse.flush()
     except asyncio.CancelledError:
         # aiohttp cancels the handler when the client hangs up: bill what was delivered.
         client_gone = cancelled = True
@@ -567,7 +596,7 @@ async def _stream(
         # The upstream broke off: refund in full (the client sees a truncated stream).
         await settle(rt, job, 0, None)
         with contextlib.suppress(Exception):
-            await resp.write_eof()
+            await resp.write_eof(held)
         return resp, True
     if sse.usage is not None:
         prompt, completion = sse.usage
@@ -576,7 +605,7 @@ async def _stream(
         prompt = estimate_tokens(job.body_bytes)
         completion = sse.content_events
         estimated = True
-    actual = charge(job.pricing, job.group_ratio, prompt, completion)
+    actual = job.rates.charge(prompt, completion)
     await settle(rt, job, actual, usage_event(job, channel, prompt, completion, True, estimated))
     if cancelled:
         raise asyncio.CancelledError
@@ -584,5 +613,5 @@ async def _stream(
         with contextlib.suppress(
             ConnectionResetError, aiohttp.ClientConnectionResetError, RuntimeError
         ):
-            await resp.write_eof()
+            await resp.write_eof(held)
     return resp, True

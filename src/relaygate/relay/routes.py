@@ -11,6 +11,7 @@ from aiohttp import web
 from relaygate import errors
 from relaygate.credentials import hash_secret
 from relaygate.errors import RelayError
+from relaygate.metrics import counted
 from relaygate.relay.auth import extract_key
 from relaygate.relay.handlers import (
     CHAT,
@@ -88,12 +89,9 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/chat/completions", _bind(CHAT))
-    app.router.add_post("/v1/completions", _bind(COMPLETIONS))
-    app.router.add_post("/v1/embeddings", _bind(EMBEDDINGS))
-    app.router.add_post("/v1/images/generations", _bind(IMAGES))
-    app.router.add_post("/v1/messages", _bind(CLAUDE_MESSAGES))
-    app.router.add_post("/v1beta/models/{target}", _bind(GEMINI_GENERATE))
-    app.router.add_get("/v1/models", list_models)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
+    """Relay routes record their own metrics inside ``handle``; the rest through ``counted``."""
+    for ep in (CHAT, COMPLETIONS, EMBEDDINGS, IMAGES, CLAUDE_MESSAGES, GEMINI_GENERATE):
+        app.router.add_post(ep.route, _bind(ep))
+    app.router.add_get("/v1/models", counted("/v1/models", list_models))
+    app.router.add_get("/healthz", counted("/healthz", healthz))
+    app.router.add_get("/readyz", counted("/readyz", readyz))

@@ -1,0 +1,137 @@
+"""A/B the relay's CPU cost per request between source trees, interleaved with the naive relay.
+
+Why: this shared 2-vCPU machine drifts ±20% between minutes, so two `make bench` runs cannot
+tell a 20 µs change apart. Here every variant and the naive pass-through run in the same
+minute, interleaved, each pinned to the same core, and the medians of CPU µs/request and
+of the ratio to the naive relay's req/s are printed.
+
+    .venv/bin/python bench/ab.py [SRC_DIR ...]        # default: this checkout's src/
+    BENCH_AB_MODES=non-stream BENCH_AB_REPS=5 BENCH_AB_DURATION=5 .venv/bin/python bench/ab.py \
+        /tmp/rg-base/src src
+
+Each SRC_DIR is put first on PYTHONPATH of its own ``relaygate serve`` (so a
+``git worktree`` of an older commit is a valid variant). One database, one key prefix and
+one flusher (from this checkout) serve all variants.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import common as c
+
+PATH = "/v1/chat/completions"
+RELAY_CPU = "1"
+LOADGEN_CPU = "0"
+REPS = int(os.environ.get("BENCH_AB_REPS", "4"))
+DURATION = float(os.environ.get("BENCH_AB_DURATION", "6"))
+CONNS = int(os.environ.get("BENCH_CONNS", "64"))
+MODES = os.environ.get("BENCH_AB_MODES", "non-stream,stream").split(",")
+
+
+def serve_args(src: str, port: int) -> list[str]:
+    code = "import sys; from relaygate.cli import main; main(sys.argv[1:])"
+    return [sys.executable, "-c", code, "serve", "--port", str(port)]
+
+
+def user_sys(pid: int) -> tuple[float, float]:
+    """(utime, stime) seconds of one process: how much of the cost is the kernel's."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[11]) / c.CLK_TCK, int(fields[12]) / c.CLK_TCK
+
+
+def main() -> None:
+    srcs = sys.argv[1:] or [str(c.ROOT / "src")]
+    c.ensure_wrk()
+    mock_port = c.free_port()
+    procs: list[c.Proc] = []
+    bodies = {
+        m: c.body_for(c.STREAM_MODEL if m == "stream" else c.NS_MODEL, m == "stream") for m in MODES
+    }
+    with c.nginx_mock(mock_port, cpus=LOADGEN_CPU, workers=1) as mock:
+        upstream = {"non-stream": mock, "stream": f"{mock}/stream"}
+        with c.bench_space():
+            try:
+                seed = c.seed_cli(mock, 8)
+                procs.append(
+                    c.Proc(
+                        "ab-flusher", c.pinned(LOADGEN_CPU, [c.RELAYGATE, "worker"]), c.relay_env()
+                    ).start()
+                )
+                targets: dict[str, tuple[str, c.Proc]] = {}
+                for mode in MODES:
+                    port = c.free_port()
+                    p = c.Proc(f"ab-naive-{mode}", c.pinned(RELAY_CPU, [
+                        sys.executable, str(c.BENCH / "naive_relay.py"), "--port", str(port),
+                        "--upstream", upstream[mode]])).start()  # fmt: skip
+                    procs.append(p)
+                    c.wait_http(f"http://127.0.0.1:{port}/", p)
+                    targets[f"naive|{mode}"] = (f"http://127.0.0.1:{port}{PATH}", p)
+                for i, spec in enumerate(srcs):
+                    # "SRC_DIR[:NAME=VALUE,...]": extra environment for that variant
+                    src, _, extra = spec.partition(":")
+                    port = c.free_port()
+                    env = c.relay_env(PYTHONPATH=str(Path(src).resolve()))
+                    env.update(kv.split("=", 1) for kv in extra.split(",") if kv)
+                    p = c.Proc(f"ab-v{i}", c.pinned(RELAY_CPU, serve_args(src, port)), env).start()
+                    procs.append(p)
+                    c.wait_http(f"http://127.0.0.1:{port}/healthz", p)
+                    for mode in MODES:
+                        targets[f"v{i}|{mode}"] = (f"http://127.0.0.1:{port}{PATH}", p)
+                for name, (url, _p) in targets.items():
+                    mode = name.split("|")[1]
+                    r = c.run_wrk(url, bodies[mode], seed.keys, connections=CONNS, duration=2)
+                    if r.errors:
+                        c.log(f"WARNING: warm-up {name}: {r.errors} errors of {r.requests}")
+                cpu: dict[str, list[float]] = {k: [] for k in targets}
+                rps: dict[str, list[float]] = {k: [] for k in targets}
+                ratio: dict[str, list[float]] = {k: [] for k in targets}
+                sys_share: dict[str, list[float]] = {k: [] for k in targets}
+                for rep in range(REPS):
+                    for mode in MODES:
+                        naive_rps = None
+                        for name, (url, p) in targets.items():
+                            if not name.endswith("|" + mode):
+                                continue
+                            u0, s0 = user_sys(p.pid)
+                            r = c.run_wrk(url, bodies[mode], seed.keys, connections=CONNS,
+                                          duration=DURATION, cpu_pids=[p.pid])  # fmt: skip
+                            u1, s1 = user_sys(p.pid)
+                            sys_share[name].append((s1 - s0) / max(1e-9, (u1 - u0) + (s1 - s0)))
+                            if r.errors:
+                                c.log(f"WARNING: {name}: {r.errors} errors of {r.requests}")
+                            cpu[name].append(r.cpu_us_per_req or 0.0)
+                            rps[name].append(r.rps)
+                            if name.startswith("naive"):
+                                naive_rps = r.rps
+                            elif naive_rps:
+                                ratio[name].append(r.rps / naive_rps)
+                            c.log(
+                                f"rep {rep + 1} {name:16s} {r.rps:8,.0f} req/s cpu {c.fmt(r.cpu_us_per_req)} us/req"
+                            )
+                        time.sleep(0.2)
+                print(
+                    f"\nA/B: {REPS} reps x {DURATION:g} s, wrk -c{CONNS}, relays pinned to CPU {RELAY_CPU}"
+                )
+                for i, src in enumerate(srcs):
+                    print(f"  v{i} = {src}")
+                print(
+                    f"{'target':18s} {'req/s':>8s} {'cpu us/req':>11s} {'ratio':>6s} {'sys%':>5s}"
+                )
+                for name in targets:
+                    r_med = statistics.median(ratio[name]) if ratio[name] else 1.0
+                    print(f"{name:18s} {statistics.median(rps[name]):8,.0f} "
+                          f"{statistics.median(cpu[name]):11.0f} {r_med:6.2f} "
+                          f"{100 * statistics.median(sys_share[name]):5.0f}")  # fmt: skip
+            finally:
+                for p in reversed(procs):
+                    p.stop()
+
+
+if __name__ == "__main__":
+    main()
