@@ -1,8 +1,8 @@
 """`make bench-flusher`: events/s the flusher lands in PostgreSQL.
 
 Pushes BENCH_FLUSH_EVENTS (200,000) synthetic usage events into the shard streams — the
-exact field list of ``relaygate.relay.handlers.usage_event`` plus ``quota`` (what settle.lua
-appends) — with XADD pipelines, then starts ``relaygate worker`` processes
+entry format settle.lua writes (``quota`` plus the ``event`` JSON of
+``relaygate.relay.handlers.usage_event``) — with XADD pipelines, then starts ``relaygate worker`` processes
 (BENCH_FLUSH_WORKERS, default 1) and measures, from the first row landing to the last, how
 many events per second reach the ``logs`` table. Checks exactly-once afterwards: one row
 per event, and the tokens' used_quota equals the sum of the events' quota.
@@ -38,14 +38,15 @@ def psql(sql: str) -> str:
 
 
 def push_events(r: redis.Redis, tokens: list[tuple[int, int]]) -> int:
-    """XADD EVENTS events (field format of handlers.usage_event + quota); returns total quota."""
+    """XADD EVENTS events (the entry format settle.lua writes); returns total quota."""
+    from relaygate import events
     from relaygate.keys import KeyScheme
 
     keys = KeyScheme(c.PREFIX, SHARDS)
     other = orjson.dumps(
         {"model_ratio": 0.075, "completion_ratio": 4.0, "group_ratio": 1.0, "model_price": -1,
          "estimated": False, "reserved": 1234}
-    )  # fmt: skip
+    ).decode()  # fmt: skip
     now = int(time.time())
     total = 0
     pipe = r.pipeline(transaction=False)
@@ -53,14 +54,13 @@ def push_events(r: redis.Redis, tokens: list[tuple[int, int]]) -> int:
         uid, tid = tokens[i % len(tokens)]
         quota = 30 + i % 7
         total += quota
-        fields = {
-            "quota": quota,
+        event = {
             "rid": f"{time.time_ns():016x}{i:08x}", "ts": now, "user": uid, "token": tid,
             "tname": f"bench-{tid}", "uname": f"user{uid}", "model": "gpt-4o-mini", "chan": 1,
             "group": "default", "pt": 10, "ct": 20, "stream": i & 1, "lat": 3, "ip": "127.0.0.1",
             "other": other,
         }  # fmt: skip
-        pipe.xadd(keys.stream_of_user(uid), fields)
+        pipe.xadd(keys.stream_of_user(uid), {"quota": quota, "event": events.encode(event)})
         if len(pipe) >= 2000:
             pipe.execute()
     pipe.execute()

@@ -26,7 +26,7 @@ from typing import Any, cast
 import asyncpg
 from redis.asyncio import Redis
 
-from relaygate import ledger
+from relaygate import events, ledger
 from relaygate.keys import KeyScheme, msg_token, msg_user
 from relaygate.ledger import STATUS_DELETED, Scripts
 from relaygate.store import queries
@@ -110,8 +110,6 @@ class Accounts:
     async def _unflushed(self, conn: Any, user_id: int, field: str, ident: int) -> int:
         """Quota of this token's/user's stream events that PostgreSQL has not recorded."""
         stream = self.keys.stream_of_user(user_id)
-        wanted = str(ident).encode()
-        name = field.encode()
         found: dict[tuple[str, int], int] = {}
         start = "-"
         while True:
@@ -120,9 +118,12 @@ class Accounts:
                 await self.redis.xrange(stream, min=start, max="+", count=STREAM_PAGE),
             )
             for _entry_id, data in page:
-                if data.get(name) == wanted:
-                    key = (data[b"rid"].decode(), int(data[b"ts"]))
-                    found[key] = int(data[b"quota"])
+                try:
+                    event = events.decode(data)
+                except events.MalformedEvent:
+                    continue  # the flusher dead-letters it; it was never counted
+                if event.get(field) == ident:
+                    found[(str(event["rid"]), int(event["ts"]))] = event["quota"]
             if len(page) < STREAM_PAGE:
                 break
             start = "(" + page[-1][0].decode()

@@ -26,8 +26,9 @@ import asyncpg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from relaygate import ledger
+from relaygate import events, ledger
 from relaygate.config import Settings
+from relaygate.events import MalformedEvent
 from relaygate.keys import STREAM_GROUP, KeyScheme
 from relaygate.ledger import Scripts
 from relaygate.store.logs import PartitionKeeper, empty_columns, write_columns
@@ -47,30 +48,31 @@ ESTIMATED_NOTE = "usage estimated: upstream reported none"
 def append_fields(cols: list[list[Any]], f: dict[bytes, bytes]) -> None:
     """One usage event's columns, appended in INSERT_LOGS order (no row object per event).
 
-    Raises KeyError/ValueError on a malformed event (sent to the dead-letter stream) before
+    Raises MalformedEvent on a malformed event (sent to the dead-letter stream) before
     appending anything.
     """
-    get = f.get
-    other = get(b"other", b"")
+    e = events.decode(f)
+    get = e.get
+    other = str(get("other", ""))
     values = (
-        f[b"rid"].decode(),
-        int(f[b"ts"]),
+        str(e["rid"]),
+        int(e["ts"]),
         2,  # log type: consume
-        int(f[b"user"]),
-        get(b"uname", b"").decode(),
-        int(f[b"token"]),
-        get(b"tname", b"").decode(),
-        get(b"model", b"").decode(),
-        int(get(b"chan", b"0")),
-        get(b"group", b"").decode(),
-        int(f[b"quota"]),
-        int(get(b"pt", b"0")),
-        int(get(b"ct", b"0")),
-        int(get(b"lat", b"0")),
-        get(b"stream") == b"1",
-        get(b"ip", b"").decode(),
-        ESTIMATED_NOTE if b'"estimated":true' in other else "",
-        other.decode(),
+        int(e["user"]),
+        str(get("uname", "")),
+        int(e["token"]),
+        str(get("tname", "")),
+        str(get("model", "")),
+        int(get("chan", 0)),
+        str(get("group", "")),
+        e["quota"],
+        int(get("pt", 0)),
+        int(get("ct", 0)),
+        int(get("lat", 0)),
+        get("stream") == 1,
+        str(get("ip", "")),
+        ESTIMATED_NOTE if '"estimated":true' in other else "",
+        other,
     )
     for col, value in zip(cols, values, strict=True):
         col.append(value)
@@ -236,7 +238,7 @@ class Flusher:
                 continue  # deleted before we got to it: nothing to write
             try:
                 append_fields(cols, fields)
-            except (KeyError, ValueError):
+            except (MalformedEvent, TypeError, ValueError):
                 dead.append(entry)
         for stream, entry_id, fields in dead:
             log.error(

@@ -155,11 +155,11 @@ async def settle(
     actual: int,
     orphan_fields: tuple[str, str],
     member: str,
-    event: Sequence[Any] | None,
+    event: bytes | None,
     *,
     retry: bool = False,
 ) -> tuple[int, bool]:
-    """Charge ``actual`` against ``reserved``; with ``event`` (flat field/value list) append it.
+    """Charge ``actual`` against ``reserved``; with ``event`` (``relaygate.events``) append it.
 
     A lost reply (connection dropped) is retried with the retry flag: the script then does
     nothing if the first attempt already ran, so a settle is applied exactly once. ``retry``
@@ -169,7 +169,7 @@ async def settle(
     log_flag = 1 if event is not None else 0
     tail: list[Any] = [*orphan_fields, member]
     if event is not None:
-        tail.extend(event)
+        tail.append(event)
     for attempt in range(SETTLE_RETRIES + 1):
         flags = log_flag | (2 if attempt or retry else 0)
         try:

@@ -15,7 +15,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from relaygate import ledger
+from relaygate import events, ledger
 from relaygate.keys import KeyScheme
 from relaygate.ledger import Code, ReserveRequest, Scripts
 
@@ -74,7 +74,7 @@ async def _settle(
     conn: Conn, rid: str, reserved: int, actual: int, log: bool = True
 ) -> tuple[int, bool]:
     member = ledger.reservation_member(f"{rid}|{TID}|{UID}|20260101|202601|i1", reserved)
-    event = ["rid", rid, "ts", 1, "user", UID, "token", TID] if log else None
+    event = events.encode({"rid": rid, "ts": 1, "user": UID, "token": TID}) if log else None
     return await ledger.settle(
         SCRIPTS,
         conn,
@@ -163,7 +163,7 @@ async def test_settle_retry_is_idempotent_and_reaped_reservation_charges_from_ze
     raw = await SCRIPTS.settle(
         conn,
         (TOK, USER, DAY, MONTH, STREAM, ORPH, RESV),
-        [100, 80, 3, "t7", "u5", member, "rid", "a"],
+        [100, 80, 3, "t7", "u5", member, b'{"rid":"a"}'],
     )
     assert int(raw[2]) == -1 and used(conn) == 80 and conn.r.xlen(STREAM) == 1
     # b's relay "dies": reaper refunds; a late settle then charges the full actual amount
@@ -265,3 +265,13 @@ async def test_set_remain_moves_limit_only():
     assert int(await SCRIPTS.set_remain(conn, (TOK,), (50,))) == 150
     assert conn.r.hget(TOK, "used") == b"100" and conn.r.hget(TOK, "limit") == b"150"
     assert int(await SCRIPTS.set_remain(conn, ("u:{1}:tok:404",), (50,))) == -1
+
+
+async def test_period_counters_get_their_ttl_when_created():
+    conn = Conn()
+    _init(conn)
+    await _reserve(conn, _req("a"))
+    assert 0 < conn.r.ttl(DAY) <= 100 and 0 < conn.r.ttl(MONTH) <= 100
+    conn.r.expire(DAY, 5000)  # a later reservation leaves the TTL alone
+    await _reserve(conn, _req("b"))
+    assert conn.r.ttl(DAY) > 100 and int(conn.r.get(DAY)) == 200

@@ -89,9 +89,13 @@ if amount > 0 then
   redis.call('HINCRBY', KEYS[1], 'used', amount)
   redis.call('HINCRBY', KEYS[2], 'used', amount)
 end
-redis.call('INCRBY', KEYS[3], amount)
-redis.call('EXPIRE', KEYS[3], tonumber(ARGV[8]))
-redis.call('INCRBY', KEYS[4], amount)
-redis.call('EXPIRE', KEYS[4], tonumber(ARGV[9]))
+-- A period counter gets its TTL when this reservation creates it (the new value is then
+-- exactly `amount`); it only ever needs to outlive its period, so no EXPIRE per request.
+if redis.call('INCRBY', KEYS[3], amount) == amount then
+  redis.call('EXPIRE', KEYS[3], tonumber(ARGV[8]))
+end
+if redis.call('INCRBY', KEYS[4], amount) == amount then
+  redis.call('EXPIRE', KEYS[4], tonumber(ARGV[9]))
+end
 redis.call('ZADD', KEYS[5], tonumber(ARGV[11]), ARGV[10] .. '|' .. amount)
 return {0, ver, amount, clamp_tokens}

@@ -10,7 +10,8 @@
 --         attempt ran, so do nothing (settle is idempotent under retries)
 -- ARGV[4] orphan field of the token ("t<id>"), ARGV[5] orphan field of the user ("u<id>")
 -- ARGV[6] the reservation's zset member (as reserve.lua wrote it)
--- ARGV[7..] usage event fields, as name/value pairs (the script adds `quota`)
+-- ARGV[7] the usage event, one JSON object (relaygate.events); the entry gets `quota` (what
+--         was charged) and `event`
 --
 -- If the reaper already refunded this reservation (the request outlived its deadline), the
 -- reservation counts as 0 and the whole actual amount is charged (within the limits).
@@ -69,9 +70,7 @@ if delta ~= 0 then
 end
 
 if log_event then
-  local fields = {'quota', charged}
-  for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
-  redis.call('XADD', KEYS[5], '*', unpack(fields))
+  redis.call('XADD', KEYS[5], '*', 'quota', charged, 'event', ARGV[7])
   if not tok_live then redis.call('HINCRBY', KEYS[6], ARGV[4], 1) end
   if not user_live then redis.call('HINCRBY', KEYS[6], ARGV[5], 1) end
 end

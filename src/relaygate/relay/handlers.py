@@ -21,7 +21,7 @@ import orjson
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from relaygate import errors, ledger
+from relaygate import errors, events, ledger
 from relaygate.cache import TokenMeta
 from relaygate.channels import Channel
 from relaygate.credentials import hash_secret
@@ -283,7 +283,7 @@ async def settle(
     rt: Runtime,
     job: Job,
     actual: int,
-    event: list[Any] | None,
+    event: bytes | None,
 ) -> int:
     """Exactly one per admitted request, even when the handler is cancelled meanwhile.
 
@@ -323,28 +323,30 @@ def usage_event(
     completion: int,
     stream: bool,
     estimated: bool,
-) -> list[Any]:
+) -> bytes:
     meta = job.meta
     other = orjson.dumps(
         {**job.rates.event_ratios, "estimated": estimated, "reserved": job.reserved}
+    ).decode()
+    return events.encode(
+        {
+            "rid": job.rid,
+            "ts": int(time.time()),
+            "user": meta.user_id,
+            "token": meta.id,
+            "tname": meta.name,
+            "uname": meta.username,
+            "model": job.model,
+            "chan": channel.id,
+            "group": meta.group,
+            "pt": prompt,
+            "ct": completion,
+            "stream": 1 if stream else 0,
+            "lat": int((time.perf_counter() - job.t0) * 1000),
+            "ip": job.ip,
+            "other": other,
+        }
     )
-    return [
-        "rid", job.rid,
-        "ts", int(time.time()),
-        "user", meta.user_id,
-        "token", meta.id,
-        "tname", meta.name,
-        "uname", meta.username,
-        "model", job.model,
-        "chan", channel.id,
-        "group", meta.group,
-        "pt", prompt,
-        "ct", completion,
-        "stream", 1 if stream else 0,
-        "lat", int((time.perf_counter() - job.t0) * 1000),
-        "ip", job.ip,
-        "other", other,
-    ]  # fmt: skip
 
 
 def upstream_headers(channel: Channel) -> dict[str, str]:
