@@ -85,6 +85,7 @@ async def settings(database_url: str) -> AsyncIterator[Settings]:
         port=free_port(),
         log_level="warning",
         flush_block_ms=50,
+        flush_linger_ms=50,
         flush_claim_idle_ms=1000,
     )
     yield s

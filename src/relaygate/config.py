@@ -53,6 +53,8 @@ class Settings:
     flush_batch: int = 1000
     flush_block_ms: int = 500
     flush_claim_idle_ms: int = 10_000
+    # After a small batch, wait this long so the next one is bigger (rows land this much later).
+    flush_linger_ms: int = 50
     # Refuse to serve when Redis may evict keys (ledger counters must never vanish).
     allow_unsafe_redis_eviction: bool = False
     workers: int = 1
@@ -168,6 +170,7 @@ FIELDS: dict[str, tuple[str, Parser]] = {
     "flush_batch": ("RELAYGATE_FLUSH_BATCH", lambda n, r: _parse_int(n, r, 1, 100_000)),
     "flush_block_ms": ("RELAYGATE_FLUSH_BLOCK_MS", lambda n, r: _parse_int(n, r, 1)),
     "flush_claim_idle_ms": ("RELAYGATE_FLUSH_CLAIM_IDLE_MS", lambda n, r: _parse_int(n, r, 1)),
+    "flush_linger_ms": ("RELAYGATE_FLUSH_LINGER_MS", lambda n, r: _parse_int(n, r, 0, 60_000)),
     "allow_unsafe_redis_eviction": ("RELAYGATE_ALLOW_UNSAFE_REDIS_EVICTION", _parse_bool),
     "workers": ("RELAYGATE_WORKERS", lambda n, r: _parse_int(n, r, 1, 256)),
     "with_worker": ("RELAYGATE_WITH_WORKER", _parse_bool),

@@ -183,6 +183,33 @@ async def settle(
     raise AssertionError("unreachable")
 
 
+def send_settle(
+    scripts: Scripts,
+    conn: Executor,
+    keys: Sequence[str],
+    reserved: int,
+    actual: int,
+    orphan_fields: tuple[str, str],
+    member: str,
+    event: bytes | None,
+) -> asyncio.Future[Any] | None:
+    """Put a first settle attempt on the wire now, when ``conn`` can (see ``settle``).
+
+    The reply is ``settle.lua``'s raw array. Whatever goes wrong with it (NOSCRIPT, a dropped
+    connection) is mended by calling ``settle`` with ``retry=True``, which applies the
+    settle only if this attempt did not.
+    """
+    send = getattr(conn, "send_now", None)
+    if send is None:
+        return None
+    flags = 1 if event is not None else 0
+    tail = (*orphan_fields, member) if event is None else (*orphan_fields, member, event)
+    fut: asyncio.Future[Any] | None = send(
+        "EVALSHA", scripts.settle.sha, len(keys), *keys, reserved, actual, flags, *tail
+    )
+    return fut
+
+
 async def sync(
     scripts: Scripts,
     conn: Executor,

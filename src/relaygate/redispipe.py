@@ -132,6 +132,10 @@ class _PipeProtocol(asyncio.Protocol):
             self._loop.call_soon(self._flush)
         return fut
 
+    def flush(self) -> None:
+        """Write what is buffered now instead of at the end of this loop tick."""
+        self._flush()
+
     def _flush(self) -> None:
         self._flush_scheduled = False
         buf = self._buf
@@ -237,6 +241,25 @@ class PipelinedRedis:
         if len(proto.pending) + self._waiting >= self._max_pending:
             raise ConnectionError(f"redis pipeline saturated ({self._max_pending} calls in flight)")
         return await proto.submit(packed)
+
+    def send_now(self, *args: Any) -> asyncio.Future[Any] | None:
+        """Queue one command and write it (with everything queued before it) at once; the
+        future is its reply. None when the connection is down or saturated: the caller then
+        takes the ordinary ``execute_command`` path, which waits for a reconnect.
+
+        For a caller that must know its command is on the wire before it does something
+        else (the relay answers its client only after the settle is written to Redis).
+        """
+        proto = self._proto
+        if proto is None or len(proto.pending) + self._waiting >= self._max_pending:
+            return None
+        try:
+            packed = [_pack_command(args)]
+        except TypeError:
+            packed = self._pack(*args)
+        fut = proto.submit(packed)
+        proto.flush()
+        return fut
 
     async def aclose(self) -> None:
         """Close for good; in-flight calls and reconnect waiters get ConnectionError."""

@@ -30,6 +30,7 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
             "RELAYGATE_SHARDS": str(settings.shards),
             "RELAYGATE_LOG_LEVEL": "warning",
             "RELAYGATE_FLUSH_BLOCK_MS": "50",
+            "RELAYGATE_FLUSH_LINGER_MS": "50",
             "RELAYGATE_FLUSH_CLAIM_IDLE_MS": "1000",
             "RELAYGATE_UPSTREAM_TIMEOUT": "5",
             "RELAYGATE_RESERVATION_TTL": "600",  # crashed relays are found by heartbeat, not TTL

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from random import getrandbits
 from typing import Any
@@ -279,41 +280,80 @@ async def _rebuild(coro: Any) -> None:
         raise errors.LEDGER_UNAVAILABLE from None
 
 
+Respond = Callable[[], Awaitable[None]]
+
+
 async def settle(
     rt: Runtime,
     job: Job,
     actual: int,
     event: bytes | None,
+    respond: Respond | None = None,
 ) -> int:
     """Exactly one per admitted request, even when the handler is cancelled meanwhile.
 
+    With ``respond`` (what sends the answer to the client), the settle is written to Redis
+    first and the answer sent while its reply is on the way: the client does not wait for
+    a Redis round trip, and anyone who reads the ledger after seeing the answer still finds
+    the settle applied (Redis received it before the client received anything).
+
     Not wrapped in ``asyncio.shield`` (one more Task and loop step on every request): the
-    settle command is queued on the connection synchronously, so a cancelled handler's
-    settle still reaches Redis; only its reply is lost. A cancellation therefore re-runs the
-    same settle in the background with the retry flag, which applies it only if the first
-    attempt did not (settle.lua is idempotent under retries).
+    settle command is on the connection before anything can be cancelled, so a cancelled
+    handler's settle still reaches Redis; only its reply is lost. A cancellation therefore
+    re-runs the same settle in the background with the retry flag, which applies it only if
+    the first attempt did not (settle.lua is idempotent under retries).
     """
     meta = job.meta
     keys = (*job.ledger_keys, meta.stream_key, meta.orphans_key, meta.resv_key)
     orphans = (meta.token_orphan, meta.user_orphan)
-    try:
-        charged, _capped = await ledger.settle(
-            rt.scripts, rt.hot, keys, job.reserved, actual, orphans, job.member, event
-        )
-    except asyncio.CancelledError:
-        rt.spawn(
-            ledger.settle(
-                rt.scripts, rt.hot, keys, job.reserved, actual, orphans, job.member, event,
-                retry=True,
-            )
+
+    def again(retry: bool) -> Awaitable[tuple[int, bool]]:
+        return ledger.settle(
+            rt.scripts, rt.hot, keys, job.reserved, actual, orphans, job.member, event,
+            retry=retry,
         )  # fmt: skip
+
+    if respond is None:
+        return await _settled(rt, job, again, None)
+    sent = ledger.send_settle(
+        rt.scripts, rt.hot, keys, job.reserved, actual, orphans, job.member, event
+    )
+    if sent is None:  # no pipelined connection up: settle, then answer
+        charged = await _settled(rt, job, again, None)
+        await respond()
+        return charged
+    try:
+        await respond()
+    finally:
+        charged = await _settled(rt, job, again, sent)
+    return charged
+
+
+async def _settled(
+    rt: Runtime,
+    job: Job,
+    again: Callable[[bool], Awaitable[tuple[int, bool]]],
+    sent: asyncio.Future[Any] | None,
+) -> int:
+    """The charged amount of a settle already ``sent`` (or, without one, of a fresh one)."""
+    try:
+        if sent is None:
+            charged, _capped = await again(False)
+            return charged
+        try:
+            return int((await sent)[0])
+        except RedisError:
+            # NOSCRIPT, a dropped connection...: the retry flag applies it at most once.
+            charged, _capped = await again(True)
+            return charged
+    except asyncio.CancelledError:
+        rt.spawn(again(True))
         raise
     except RedisError as exc:
         # The reservation stays open and the reaper refunds it; the event is lost only if
         # Redis itself is gone, in which case the counters are gone with it.
         log.error("settle failed for request %s: %s", job.rid, exc)
         return 0
-    return charged
 
 
 def usage_event(
@@ -524,17 +564,22 @@ async def _non_stream(
         raise errors.UPSTREAM_UNREACHABLE from None
     upstream_ms = (time.perf_counter() - t_up) * 1000
     if up.status >= 400:  # the upstream's own error: pass it through, refund in full
-        await settle(rt, job, 0, None)
+        actual, event = 0, None
     else:
         prompt, completion, estimated = _usage_from_body(data, job)
         actual = job.rates.charge(prompt, completion)
-        await settle(
-            rt, job, actual, usage_event(job, channel, prompt, completion, False, estimated)
-        )
+        event = usage_event(job, channel, prompt, completion, False, estimated)
     overhead = (time.perf_counter() - job.t0) * 1000 - upstream_ms
     headers = _common_headers(job, overhead)
     headers["Content-Type"] = up.headers.get("Content-Type", JSON_CT)
-    return web.Response(status=up.status, body=data, headers=headers), True
+    response = web.Response(status=up.status, body=data, headers=headers)
+
+    async def respond() -> None:
+        await response.prepare(request)
+        await response.write_eof()
+
+    await settle(rt, job, actual, event, respond)
+    return response, True
 
 
 def _usage_from_body(data: bytes, job: Job) -> tuple[int, int, bool]:
@@ -594,11 +639,17 @@ async def _stream(
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         log.warning("channel %d failed mid-stream (%s)", channel.id, type(exc).__name__)
         upstream_failed = True
+
+    async def finish() -> None:
+        if not client_gone:
+            with contextlib.suppress(
+                ConnectionResetError, aiohttp.ClientConnectionResetError, RuntimeError
+            ):
+                await resp.write_eof(held)
+
     if upstream_failed or (not client_gone and not sse.done and sse.usage is None):
         # The upstream broke off: refund in full (the client sees a truncated stream).
-        await settle(rt, job, 0, None)
-        with contextlib.suppress(Exception):
-            await resp.write_eof(held)
+        await settle(rt, job, 0, None, finish)
         return resp, True
     if sse.usage is not None:
         prompt, completion = sse.usage
@@ -608,12 +659,8 @@ async def _stream(
         completion = sse.content_events
         estimated = True
     actual = job.rates.charge(prompt, completion)
-    await settle(rt, job, actual, usage_event(job, channel, prompt, completion, True, estimated))
+    event = usage_event(job, channel, prompt, completion, True, estimated)
+    await settle(rt, job, actual, event, finish)
     if cancelled:
         raise asyncio.CancelledError
-    if not client_gone:
-        with contextlib.suppress(
-            ConnectionResetError, aiohttp.ClientConnectionResetError, RuntimeError
-        ):
-            await resp.write_eof(held)
     return resp, True
