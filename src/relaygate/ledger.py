@@ -192,22 +192,23 @@ def send_settle(
     orphan_fields: tuple[str, str],
     member: str,
     event: bytes | None,
-) -> asyncio.Future[Any] | None:
-    """Put a first settle attempt on the wire now, when ``conn`` can (see ``settle``).
+) -> tuple[asyncio.Future[Any], asyncio.Future[None]] | None:
+    """Queue a first settle attempt without waiting, when ``conn`` can: (reply, written),
+    see ``PipelinedRedis.send``; None otherwise (then call ``settle``).
 
     The reply is ``settle.lua``'s raw array. Whatever goes wrong with it (NOSCRIPT, a dropped
     connection) is mended by calling ``settle`` with ``retry=True``, which applies the
     settle only if this attempt did not.
     """
-    send = getattr(conn, "send_now", None)
+    send = getattr(conn, "send", None)
     if send is None:
         return None
     flags = 1 if event is not None else 0
     tail = (*orphan_fields, member) if event is None else (*orphan_fields, member, event)
-    fut: asyncio.Future[Any] | None = send(
+    sent: tuple[asyncio.Future[Any], asyncio.Future[None]] | None = send(
         "EVALSHA", scripts.settle.sha, len(keys), *keys, reserved, actual, flags, *tail
     )
-    return fut
+    return sent
 
 
 async def sync(

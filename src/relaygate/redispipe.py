@@ -114,6 +114,8 @@ class _PipeProtocol(asyncio.Protocol):
         self.pending: deque[asyncio.Future[Any]] = deque()
         self._buf: list[bytes] = []
         self._flush_scheduled = False
+        # Resolved when this tick's buffer has been handed to the socket (see ``written``).
+        self._written: asyncio.Future[None] | None = None
         self.transport: asyncio.Transport | None = None
         self.lost: asyncio.Future[None] = loop.create_future()
         # Called synchronously from connection_lost so the owner stops routing
@@ -132,17 +134,28 @@ class _PipeProtocol(asyncio.Protocol):
             self._loop.call_soon(self._flush)
         return fut
 
-    def flush(self) -> None:
-        """Write what is buffered now instead of at the end of this loop tick."""
-        self._flush()
+    def written(self) -> asyncio.Future[None]:
+        """A future resolved once everything queued so far is written to the socket (or the
+        socket is gone): at the flush that ends this loop tick, shared by all its callers."""
+        if self._written is None:
+            self._written = self._loop.create_future()
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush)
+        return self._written
 
     def _flush(self) -> None:
         self._flush_scheduled = False
         buf = self._buf
-        if not buf or self.transport is None:
-            return
-        self._buf = []
-        self.transport.write(buf[0] if len(buf) == 1 else b"".join(buf))
+        if buf and self.transport is not None:
+            self._buf = []
+            self.transport.write(buf[0] if len(buf) == 1 else b"".join(buf))
+        self._release_writers()
+
+    def _release_writers(self) -> None:
+        written, self._written = self._written, None
+        if written is not None and not written.done():
+            written.set_result(None)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # cast, not isinstance: uvloop's transports do not subclass asyncio.Transport.
@@ -184,6 +197,7 @@ class _PipeProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         self._buf = []
+        self._release_writers()
         pending, self.pending = self.pending, deque()
         reason = f"redis connection lost: {exc}" if exc else "redis connection closed"
         for fut in pending:
@@ -242,13 +256,14 @@ class PipelinedRedis:
             raise ConnectionError(f"redis pipeline saturated ({self._max_pending} calls in flight)")
         return await proto.submit(packed)
 
-    def send_now(self, *args: Any) -> asyncio.Future[Any] | None:
-        """Queue one command and write it (with everything queued before it) at once; the
-        future is its reply. None when the connection is down or saturated: the caller then
-        takes the ordinary ``execute_command`` path, which waits for a reconnect.
+    def send(self, *args: Any) -> tuple[asyncio.Future[Any], asyncio.Future[None]] | None:
+        """Queue one command without waiting: (its reply, written) where ``written`` resolves
+        once the command is on the socket, at the end of this loop tick together with every
+        other caller's commands. None when the connection is down or saturated: the caller
+        then takes the ordinary ``execute_command`` path, which waits for a reconnect.
 
-        For a caller that must know its command is on the wire before it does something
-        else (the relay answers its client only after the settle is written to Redis).
+        For a caller that must not act before its command reached Redis (the relay answers
+        its client only once the settle is written), without giving up the batching.
         """
         proto = self._proto
         if proto is None or len(proto.pending) + self._waiting >= self._max_pending:
@@ -257,9 +272,7 @@ class PipelinedRedis:
             packed = [_pack_command(args)]
         except TypeError:
             packed = self._pack(*args)
-        fut = proto.submit(packed)
-        proto.flush()
-        return fut
+        return proto.submit(packed), proto.written()
 
     async def aclose(self) -> None:
         """Close for good; in-flight calls and reconnect waiters get ConnectionError."""

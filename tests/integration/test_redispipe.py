@@ -77,6 +77,23 @@ async def test_concurrent_incr_exact_count(pipe: PipelinedRedis, prefix: str) ->
     assert await pipe.execute_command("GET", key) == b"5000"
 
 
+async def test_send_resolves_written_once_the_tick_is_flushed(
+    pipe: PipelinedRedis, admin: aioredis.Redis, prefix: str
+) -> None:
+    """``written`` means "on the socket": a command sent by another client after it has
+    resolved is executed after ours. Sends of one tick share one write."""
+    key = f"{prefix}seq"
+    sent = [pipe.send("RPUSH", key, f"ours-{i}") for i in range(3)]
+    assert all(s is not None for s in sent)
+    writes = {id(s[1]) for s in sent if s is not None}
+    assert len(writes) == 1, "one tick, one write"
+    await next(iter(s for s in sent if s is not None))[1]
+    await admin.rpush(key, "theirs")
+    replies = [await s[0] for s in sent if s is not None]
+    assert replies == [1, 2, 3]
+    assert await admin.lrange(key, 0, -1) == [b"ours-0", b"ours-1", b"ours-2", b"theirs"]
+
+
 async def test_concurrent_replies_in_order(pipe: PipelinedRedis) -> None:
     results = await asyncio.wait_for(
         asyncio.gather(*(pipe.execute_command("ECHO", str(i)) for i in range(5000))),

@@ -293,9 +293,10 @@ async def settle(
     """Exactly one per admitted request, even when the handler is cancelled meanwhile.
 
     With ``respond`` (what sends the answer to the client), the settle is written to Redis
-    first and the answer sent while its reply is on the way: the client does not wait for
-    a Redis round trip, and anyone who reads the ledger after seeing the answer still finds
-    the settle applied (Redis received it before the client received anything).
+    first (with the other commands of this loop tick) and the answer sent while its reply is
+    on the way: the client does not wait for a Redis round trip, and anyone who reads the
+    ledger after seeing the answer still finds the settle applied (Redis received it before
+    the client received anything).
 
     Not wrapped in ``asyncio.shield`` (one more Task and loop step on every request): the
     settle command is on the connection before anything can be cancelled, so a cancelled
@@ -322,10 +323,12 @@ async def settle(
         charged = await _settled(rt, job, again, None)
         await respond()
         return charged
+    reply, written = sent
     try:
+        await written
         await respond()
     finally:
-        charged = await _settled(rt, job, again, sent)
+        charged = await _settled(rt, job, again, reply)
     return charged
 
 
