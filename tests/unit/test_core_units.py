@@ -113,6 +113,39 @@ def test_sse_filter_strips_injected_usage_chunk_across_splits():
     assert g.feed(stream) == stream
 
 
+def test_sse_filter_per_dialect_usage_and_end():
+    openai = (
+        b'data: {"choices":[{"delta":{"content":"a"}}],"usage": null}\n\n'
+        + _event({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 6}})
+        + b"data: [DONE]\n\n"
+    )
+    f = SSEUsageFilter(strip_usage_chunk=False)
+    assert f.feed(openai) == openai and f.usage == (5, 6) and f.done and f.content_events == 1
+    claude = (
+        b"event: message_start\n"
+        + _event({"type": "message_start", "message": {"usage": {"input_tokens": 7}}})
+        + b"event: content_block_delta\n"
+        + _event({"type": "content_block_delta", "delta": {"text": "hi"}})
+        + b"event: message_delta\n"
+        + _event({"type": "message_delta", "delta": {}, "usage": {"output_tokens": 9}})
+        + b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+    )
+    c = SSEUsageFilter(strip_usage_chunk=False, dialect="claude")
+    out = b"".join(c.feed(claude[i : i + 50]) for i in range(0, len(claude), 50))
+    assert out == claude and c.usage == (7, 9) and c.done
+    gemini = _event({"candidates": [{"content": {}}]}) + _event(
+        {
+            "candidates": [{"finishReason": "STOP"}],
+            "usageMetadata": {"promptTokenCount": 2, "candidatesTokenCount": 3},
+        }  # fmt: skip
+    )
+    g = SSEUsageFilter(strip_usage_chunk=False, dialect="gemini")
+    assert g.feed(gemini) == gemini and g.usage == (2, 3) and g.done and g.content_events == 2
+    quoted = _event({"choices": [{"delta": {"content": 'the "usage":{ field'}}]})
+    q = SSEUsageFilter(strip_usage_chunk=True)
+    assert q.feed(quoted) == quoted and q.usage is None and not q.done
+
+
 async def test_cache_single_flight_and_negative_cache():
     calls = 0
 

@@ -539,7 +539,7 @@ async def forward(
         try:
             if up.status >= 400 or not stream:
                 return await _non_stream(request, rt, job, channel, up, t_up)
-            return await _stream(request, rt, job, channel, up, inject_usage, t_up)
+            return await _stream(request, rt, job, channel, up, inject_usage, t_up, ep.dialect)
         finally:
             up.release()
     raise errors.UPSTREAM_UNREACHABLE
@@ -603,6 +603,7 @@ async def _stream(
     up: aiohttp.ClientResponse,
     inject_usage: bool,
     t_up: float,
+    dialect: str,
 ) -> tuple[web.StreamResponse, bool]:
     resp = web.StreamResponse(
         status=200,
@@ -613,7 +614,7 @@ async def _stream(
         },
     )
     await resp.prepare(request)
-    sse = SSEUsageFilter(strip_usage_chunk=inject_usage)
+    sse = SSEUsageFilter(strip_usage_chunk=inject_usage, dialect=dialect)
     # Once the end-of-answer marker went by, the rest is held and sent with the stream's end
     # after the settle: one write instead of two (or, for an answer that arrived in one read,
     # headers + events + end in a single write).
