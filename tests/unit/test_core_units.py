@@ -137,7 +137,7 @@ def test_sse_filter_per_dialect_usage_and_end():
         {
             "candidates": [{"finishReason": "STOP"}],
             "usageMetadata": {"promptTokenCount": 2, "candidatesTokenCount": 3},
-        }  # fmt: skip
+        }
     )
     g = SSEUsageFilter(strip_usage_chunk=False, dialect="gemini")
     assert g.feed(gemini) == gemini and g.usage == (2, 3) and g.done and g.content_events == 2
