@@ -74,3 +74,54 @@ async def test_upstream_drop_mid_stream_refunds_in_full(env, relay, mock_upstrea
     await resp.read()
     assert await ledger(env, uid, tok.id) == (10**7, 0)
     assert await flush_all(env) == 0
+
+
+async def test_stream_that_arrived_whole_is_answered_in_one_response(env, relay):
+    """An upstream whose whole SSE answer comes with its headers (Content-Length, no
+    chunks) takes the one-write path: same events, usage chunk hidden, charged by usage;
+    an answer without end marker nor usage is refunded in full."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    usage = b'data: {"choices":[],"usage":{"prompt_tokens":10,"completion_tokens":20}}\n\n'
+    content = b'data: {"choices":[{"delta":{"content":"hi"}}],"usage":null}\n\n'
+
+    async def whole(request: web.Request) -> web.Response:
+        body = await request.json()
+        assert body["stream_options"] == {"include_usage": True}
+        cut = body["model"] == "m-drop"
+        sse = content if cut else content + usage + b"data: [DONE]\n\n"
+        return web.Response(body=sse, content_type="text/event-stream")
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", whole)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        uid, tok = await hook_world(env, relay, str(server.make_url("")).rstrip("/"))
+        resp = await relay.post(
+            "/v1/chat/completions", json={**CHAT, "stream": True}, headers=bearer(f"sk-{tok.key}")
+        )
+        assert resp.status == 200
+        assert resp.headers["Content-Type"].startswith("text/event-stream")
+        assert await resp.read() == content + b"data: [DONE]\n\n"
+        _, used = await ledger(env, uid, tok.id)
+        assert used == charge_for(10, 20)
+        resp = await relay.post(
+            "/v1/chat/completions",
+            json={**CHAT, "model": "m-drop", "stream": True},
+            headers=bearer(f"sk-{tok.key}"),
+        )
+        assert await resp.read() == content
+        assert (await ledger(env, uid, tok.id))[1] == used, "a cut answer is refunded"
+        assert await flush_all(env) == 1
+    finally:
+        await server.close()
+
+
+def charge_for(prompt: int, completion: int) -> int:
+    from relaygate.pricing import PriceBook
+
+    rates = PriceBook().rates("gpt-4o-mini", "default")
+    assert rates is not None
+    return rates.charge(prompt, completion)

@@ -585,6 +585,40 @@ async def _non_stream(
     return response, True
 
 
+async def _whole_stream(
+    request: web.Request,
+    rt: Runtime,
+    job: Job,
+    channel: Channel,
+    up: aiohttp.ClientResponse,
+    sse: SSEUsageFilter,
+    headers: dict[str, str],
+) -> tuple[web.StreamResponse, bool]:
+    """A stream whose whole answer had already arrived with its headers (a short or cached
+    answer, a fast mock): the same events, sent as one ordinary response in a single write
+    instead of headers, events and end of stream one after the other."""
+    data = await up.read()  # buffered already: returns at once
+    out = sse.feed(data) + sse.flush()
+    if sse.usage is not None:
+        prompt, completion = sse.usage
+        actual = job.rates.charge(prompt, completion)
+        event = usage_event(job, channel, prompt, completion, True, False)
+    elif sse.done:
+        prompt, completion = estimate_tokens(job.body_bytes), sse.content_events
+        actual = job.rates.charge(prompt, completion)
+        event = usage_event(job, channel, prompt, completion, True, True)
+    else:  # the upstream broke off: refund in full, pass on what came
+        actual, event = 0, None
+    response = web.Response(status=200, body=out, headers=headers)
+
+    async def respond() -> None:
+        await response.prepare(request)
+        await response.write_eof()
+
+    await settle(rt, job, actual, event, respond)
+    return response, True
+
+
 def _usage_from_body(data: bytes, job: Job) -> tuple[int, int, bool]:
     try:
         parsed = dialects.read_usage(orjson.loads(data))
@@ -605,16 +639,16 @@ async def _stream(
     t_up: float,
     dialect: str,
 ) -> tuple[web.StreamResponse, bool]:
-    resp = web.StreamResponse(
-        status=200,
-        headers={
-            **_common_headers(job, (t_up - job.t0) * 1000),
-            "Content-Type": up.headers.get("Content-Type", "text/event-stream"),
-            "Cache-Control": "no-cache",
-        },
-    )
-    await resp.prepare(request)
+    headers = {
+        **_common_headers(job, (t_up - job.t0) * 1000),
+        "Content-Type": up.headers.get("Content-Type", "text/event-stream"),
+        "Cache-Control": "no-cache",
+    }
     sse = SSEUsageFilter(strip_usage_chunk=inject_usage, dialect=dialect)
+    if up.content.is_eof():
+        return await _whole_stream(request, rt, job, channel, up, sse, headers)
+    resp = web.StreamResponse(status=200, headers=headers)
+    await resp.prepare(request)
     # Once the end-of-answer marker went by, the rest is held and sent with the stream's end
     # after the settle: one write instead of two (or, for an answer that arrived in one read,
     # headers + events + end in a single write).
