@@ -19,6 +19,8 @@ from typing import Any, Protocol
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
+from relaygate.redispipe import PipelinedRedis
+
 
 class Executor(Protocol):
     async def execute_command(self, *args: Any, **options: Any) -> Any: ...
@@ -124,23 +126,31 @@ async def reserve(
     req: ReserveRequest,
     ttls: tuple[int, int],
 ) -> Reservation:
-    raw = await scripts.reserve(
-        conn,
-        keys,
-        (
-            req.cached_ver,
-            req.now,
-            req.base,
-            req.per_token_micro,
-            req.want_tokens,
-            req.full_tokens,
-            1 if req.clamp else 0,
-            ttls[0],
-            ttls[1],
-            req.member_prefix,
-            req.deadline,
-        ),
+    args = (
+        req.cached_ver,
+        req.now,
+        req.base,
+        req.per_token_micro,
+        req.want_tokens,
+        req.full_tokens,
+        1 if req.clamp else 0,
+        ttls[0],
+        ttls[1],
+        req.member_prefix,
+        req.deadline,
     )
+    reply = None
+    if isinstance(conn, PipelinedRedis):
+        reply = conn.send("EVALSHA", scripts.reserve.sha, len(keys), *keys, *args)
+    raw = None
+    if reply is not None:
+        try:
+            raw = await reply
+        except (NoScriptError, ResponseError) as exc:
+            if not str(exc).startswith("NOSCRIPT") and not isinstance(exc, NoScriptError):
+                raise
+    if raw is None:  # not sent, or NOSCRIPT: the general path (reloads the script)
+        raw = await scripts.reserve(conn, keys, args)
     return Reservation(Code(int(raw[0])), int(raw[1]), int(raw[2]), int(raw[3]))
 
 
@@ -200,15 +210,14 @@ def send_settle(
     connection) is mended by calling ``settle`` with ``retry=True``, which applies the
     settle only if this attempt did not.
     """
-    send = getattr(conn, "send", None)
-    if send is None:
+    if not isinstance(conn, PipelinedRedis):
         return None
     flags = 1 if event is not None else 0
     tail = (*orphan_fields, member) if event is None else (*orphan_fields, member, event)
-    sent: tuple[asyncio.Future[Any], asyncio.Future[None]] | None = send(
+    reply = conn.send(
         "EVALSHA", scripts.settle.sha, len(keys), *keys, reserved, actual, flags, *tail
     )
-    return sent
+    return None if reply is None else (reply, conn.written())
 
 
 async def sync(

@@ -256,14 +256,11 @@ class PipelinedRedis:
             raise ConnectionError(f"redis pipeline saturated ({self._max_pending} calls in flight)")
         return await proto.submit(packed)
 
-    def send(self, *args: Any) -> tuple[asyncio.Future[Any], asyncio.Future[None]] | None:
-        """Queue one command without waiting: (its reply, written) where ``written`` resolves
-        once the command is on the socket, at the end of this loop tick together with every
-        other caller's commands. None when the connection is down or saturated: the caller
-        then takes the ordinary ``execute_command`` path, which waits for a reconnect.
-
-        For a caller that must not act before its command reached Redis (the relay answers
-        its client only once the settle is written), without giving up the batching.
+    def send(self, *args: Any) -> asyncio.Future[Any] | None:
+        """Queue one command without a coroutine of its own; the future is its reply. None
+        when the connection is down or saturated: the caller then takes the ordinary
+        ``execute_command`` path, which waits for a reconnect. (A hot-path shortcut: the
+        coroutine layers of ``execute_command`` cost more than the queueing itself.)
         """
         proto = self._proto
         if proto is None or len(proto.pending) + self._waiting >= self._max_pending:
@@ -272,7 +269,19 @@ class PipelinedRedis:
             packed = [_pack_command(args)]
         except TypeError:
             packed = self._pack(*args)
-        return proto.submit(packed), proto.written()
+        return proto.submit(packed)
+
+    def written(self) -> asyncio.Future[None]:
+        """Resolves once everything queued so far is on the socket: at the flush that ends
+        this loop tick, together with every other caller's commands. For a caller that must
+        not act before its command reached Redis (the relay answers its client only once the
+        settle is written) without giving up the batching."""
+        proto = self._proto
+        if proto is None:
+            done: asyncio.Future[None] = self._loop.create_future()
+            done.set_result(None)
+            return done
+        return proto.written()
 
     async def aclose(self) -> None:
         """Close for good; in-flight calls and reconnect waiters get ConnectionError."""

@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +57,7 @@ class Runtime:
     started_at: float = field(default_factory=time.time)
     instance: str = field(default_factory=lambda: new_instance_id())
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _watched: set[asyncio.Future[Any]] = field(default_factory=set)
     closing: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
@@ -102,10 +104,30 @@ class Runtime:
         if not task.cancelled() and task.exception() is not None:
             log.error("background task failed: %s", task.exception())
 
+    def watch(
+        self, reply: asyncio.Future[Any], retry: Callable[[], Coroutine[Any, Any, None]]
+    ) -> None:
+        """Keep an eye on a reply nobody awaits: if it fails, run ``retry`` in the background.
+        ``drain`` waits for watched replies too."""
+        self._watched.add(reply)
+        reply.add_done_callback(lambda fut: self._reply_done(fut, retry))
+
+    def _reply_done(
+        self, reply: asyncio.Future[Any], retry: Callable[[], Coroutine[Any, Any, None]]
+    ) -> None:
+        self._watched.discard(reply)
+        if reply.cancelled() or reply.exception() is not None:
+            self.spawn(retry())
+
     async def drain(self, within: float) -> None:
-        """Wait (bounded) for background work such as settles finished after a cancel."""
+        """Wait (bounded) for background work: watched replies, then the retries and
+        settles they and cancellations left running."""
+        deadline = asyncio.get_running_loop().time() + within
+        if self._watched:
+            await asyncio.wait(list(self._watched), timeout=within)
+        left = max(0.0, deadline - asyncio.get_running_loop().time())
         if self._tasks:
-            _, stuck = await asyncio.wait(list(self._tasks), timeout=within)
+            _, stuck = await asyncio.wait(list(self._tasks), timeout=left)
             for task in stuck:
                 task.cancel()
 

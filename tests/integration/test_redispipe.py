@@ -83,14 +83,12 @@ async def test_send_resolves_written_once_the_tick_is_flushed(
     """``written`` means "on the socket": a command sent by another client after it has
     resolved is executed after ours. Sends of one tick share one write."""
     key = f"{prefix}seq"
-    sent = [pipe.send("RPUSH", key, f"ours-{i}") for i in range(3)]
-    assert all(s is not None for s in sent)
-    writes = {id(s[1]) for s in sent if s is not None}
-    assert len(writes) == 1, "one tick, one write"
-    await next(iter(s for s in sent if s is not None))[1]
+    replies = [pipe.send("RPUSH", key, f"ours-{i}") for i in range(3)]
+    written = pipe.written()
+    assert pipe.written() is written, "one tick, one write"
+    await written
     await admin.rpush(key, "theirs")
-    replies = [await s[0] for s in sent if s is not None]
-    assert replies == [1, 2, 3]
+    assert [await r for r in replies if r is not None] == [1, 2, 3]
     assert await admin.lrange(key, 0, -1) == [b"ours-0", b"ours-1", b"ours-2", b"theirs"]
 
 

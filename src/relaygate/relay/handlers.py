@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from random import getrandbits
 from typing import Any
@@ -289,66 +289,57 @@ async def settle(
     actual: int,
     event: bytes | None,
     respond: Respond | None = None,
-) -> int:
+) -> None:
     """Exactly one per admitted request, even when the handler is cancelled meanwhile.
 
     With ``respond`` (what sends the answer to the client), the settle is written to Redis
-    first (with the other commands of this loop tick) and the answer sent while its reply is
-    on the way: the client does not wait for a Redis round trip, and anyone who reads the
+    first (with the other commands of this loop tick), then the answer is sent, and the
+    handler is done: the client does not wait for a Redis round trip, anyone who reads the
     ledger after seeing the answer still finds the settle applied (Redis received it before
-    the client received anything).
+    the client received anything), and the reply is checked by a callback rather than by
+    resuming the handler. A failed reply (NOSCRIPT, a dropped connection) re-runs the settle
+    in the background with the retry flag, which applies it only if the first attempt did
+    not (settle.lua is idempotent under retries); shutdown waits for both.
 
-    Not wrapped in ``asyncio.shield`` (one more Task and loop step on every request): the
-    settle command is on the connection before anything can be cancelled, so a cancelled
-    handler's settle still reaches Redis; only its reply is lost. A cancellation therefore
-    re-runs the same settle in the background with the retry flag, which applies it only if
-    the first attempt did not (settle.lua is idempotent under retries).
+    Without ``respond``, or when the pipelined connection is down, the settle is awaited.
+    Not wrapped in ``asyncio.shield`` (one more Task and loop step per request): a cancelled
+    handler's settle is re-run in the background with the retry flag.
     """
     meta = job.meta
     keys = (*job.ledger_keys, meta.stream_key, meta.orphans_key, meta.resv_key)
     orphans = (meta.token_orphan, meta.user_orphan)
 
-    def again(retry: bool) -> Awaitable[tuple[int, bool]]:
+    def again(retry: bool) -> Coroutine[Any, Any, tuple[int, bool]]:
         return ledger.settle(
             rt.scripts, rt.hot, keys, job.reserved, actual, orphans, job.member, event,
             retry=retry,
         )  # fmt: skip
 
-    if respond is None:
-        return await _settled(rt, job, again, None)
-    sent = ledger.send_settle(
-        rt.scripts, rt.hot, keys, job.reserved, actual, orphans, job.member, event
-    )
-    if sent is None:  # no pipelined connection up: settle, then answer
-        charged = await _settled(rt, job, again, None)
-        await respond()
-        return charged
+    sent = None
+    if respond is not None:
+        sent = ledger.send_settle(
+            rt.scripts, rt.hot, keys, job.reserved, actual, orphans, job.member, event
+        )
+    if sent is None or respond is None:
+        await _settled(rt, job, again)
+        if respond is not None:
+            await respond()
+        return
     reply, written = sent
-    try:
-        await written
-        await respond()
-    finally:
-        charged = await _settled(rt, job, again, reply)
-    return charged
+    rt.watch(reply, lambda: _settled(rt, job, again, retry=True))
+    await written
+    await respond()
 
 
 async def _settled(
     rt: Runtime,
     job: Job,
-    again: Callable[[bool], Awaitable[tuple[int, bool]]],
-    sent: asyncio.Future[Any] | None,
-) -> int:
-    """The charged amount of a settle already ``sent`` (or, without one, of a fresh one)."""
+    again: Callable[[bool], Coroutine[Any, Any, tuple[int, bool]]],
+    *,
+    retry: bool = False,
+) -> None:
     try:
-        if sent is None:
-            charged, _capped = await again(False)
-            return charged
-        try:
-            return int((await sent)[0])
-        except RedisError:
-            # NOSCRIPT, a dropped connection...: the retry flag applies it at most once.
-            charged, _capped = await again(True)
-            return charged
+        await again(retry)
     except asyncio.CancelledError:
         rt.spawn(again(True))
         raise
@@ -356,7 +347,6 @@ async def _settled(
         # The reservation stays open and the reaper refunds it; the event is lost only if
         # Redis itself is gone, in which case the counters are gone with it.
         log.error("settle failed for request %s: %s", job.rid, exc)
-        return 0
 
 
 def usage_event(
