@@ -202,6 +202,19 @@ def cpu_seconds(pids: Sequence[int]) -> float:
     return total / CLK_TCK
 
 
+def machine_cpu_seconds() -> float:
+    """Busy CPU seconds of the whole machine so far (all CPUs, from /proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / CLK_TCK
+
+
+def pids_named(name: str) -> list[int]:
+    """Processes whose executable name is exactly ``name`` (redis-server, postgres, nginx)."""
+    out = subprocess.run(["pgrep", "-x", name], capture_output=True, text=True, check=False)
+    return [int(p) for p in out.stdout.split()]
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -287,6 +300,7 @@ def run_wrk(
     cpus: str | None = "0",
     overhead: bool = False,
     cpu_pids: Sequence[int] = (),
+    cpu_groups: dict[str, list[int]] | None = None,
 ) -> WrkResult:
     """POST ``body`` to ``url`` rotating over ``keys``; CPU of ``cpu_pids`` is sampled
     around the run (µs per completed request)."""
@@ -303,9 +317,14 @@ def run_wrk(
         [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--timeout", "10s",
          "-s", str(BENCH / "wrk_post.lua"), url],
     )  # fmt: skip
+    groups = cpu_groups or {}
+    group_before = {k: cpu_seconds(v) for k, v in groups.items()}
+    machine_before = machine_cpu_seconds()
     before = cpu_seconds(cpu_pids) if cpu_pids else 0.0
     proc = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
     after = cpu_seconds(cpu_pids) if cpu_pids else 0.0
+    machine_after = machine_cpu_seconds()
+    group_after = {k: cpu_seconds(v) for k, v in groups.items()}
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
     if line is None:
         raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stdout}\n{proc.stderr}")
@@ -322,6 +341,11 @@ def run_wrk(
     )
     if cpu_pids and res.requests:
         res.cpu_us_per_req = (after - before) * 1e6 / res.requests
+    if groups and res.requests:
+        # µs of CPU per request by component, and the whole machine (the rest: wrk, kernel)
+        by = {k: (group_after[k] - group_before[k]) * 1e6 / res.requests for k in groups}
+        by["machine"] = (machine_after - machine_before) * 1e6 / res.requests
+        res.extra["cpu_by"] = by
     return res
 
 

@@ -3,18 +3,22 @@
 LiteLLM is installed into its own venv, bench/.peers/litellm (git-ignored), with
 ``pip install 'litellm[proxy]'``; it runs offline with LITELLM_LOCAL_MODEL_COST_MAP=True,
 no database, a master key only, one worker pinned to CPU 1 — exactly like relaygate (one
-process pinned to CPU 1, full accounting, flusher on CPU 0). If LiteLLM cannot be
-installed or started, this prints exactly why and still measures relaygate.
+process pinned to CPU 1, full accounting, flusher on CPU 0); the proxy not being measured
+is stopped (SIGSTOP) meanwhile, as both share CPU 1. If LiteLLM cannot be installed or
+started, this prints exactly why and still measures relaygate.
 
 Env: BENCH_DURATION (10), BENCH_CONNS (64), BENCH_REPS (2).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +100,21 @@ general_settings:
     return cfg
 
 
+@contextlib.contextmanager
+def paused(procs: list[c.Proc]) -> Iterator[None]:
+    """SIGSTOP these processes (and their children) for the duration, SIGCONT after."""
+    pids = [pid for p in procs for pid in c.process_tree(p.pid)]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
 def main() -> None:
     c.ensure_wrk()
     exe, why = install_litellm()
@@ -147,11 +166,17 @@ def main() -> None:
             for mode in ("non-stream", "stream"):
                 for name, (url, proc, keys) in targets.items():
                     runs = []
-                    for _ in range(REPS):
-                        pids = c.process_tree(proc.pid)
-                        runs.append(c.run_wrk(url, bodies[mode], keys, connections=CONNS, duration=DURATION,
-                                              cpu_pids=pids))  # fmt: skip
-                        c.log(f"{name} {mode}: {runs[-1].rps:,.0f} req/s errors {runs[-1].errors}")
+                    # Both proxies are pinned to CPU 1: the idle one is stopped (SIGSTOP) while
+                    # the other is measured, so its background loops cannot take that CPU.
+                    others = [p for n, (_, p, _) in targets.items() if n != name]
+                    with paused(others):
+                        for _ in range(REPS):
+                            pids = c.process_tree(proc.pid)
+                            runs.append(c.run_wrk(url, bodies[mode], keys, connections=CONNS,
+                                                  duration=DURATION, cpu_pids=pids))  # fmt: skip
+                            c.log(
+                                f"{name} {mode}: {runs[-1].rps:,.0f} req/s errors {runs[-1].errors}"
+                            )
                     results.setdefault(name, {})[mode] = {
                         "rps": c.median([r.rps for r in runs]),
                         "p50_ms": c.median([r.p50_ms for r in runs]),

@@ -48,6 +48,10 @@ def rows_for(results: list[c.WrkResult]) -> dict[str, Any]:
         "p99_ms": c.median([r.p99_ms for r in results]),
         "cpu_us": c.median([r.cpu_us_per_req for r in results]),
         "errors": sum(r.errors for r in results),
+        "cpu_by": {
+            k: c.median([r.extra["cpu_by"][k] for r in results if "cpu_by" in r.extra])
+            for k in (results[0].extra.get("cpu_by") or {})
+        },
         "runs": [r.__dict__ for r in results],
     }
 
@@ -147,6 +151,13 @@ def main() -> None:
                 for rep in range(REPS):
                     for name, (url, proc, mode) in targets.items():
                         pids = c.process_tree(proc.pid) if proc is not None else []
+                        groups = {
+                            "relay": pids,
+                            "redis": c.pids_named("redis-server"),
+                            "postgres": c.pids_named("postgres"),
+                            "flusher": c.process_tree(worker.pid),
+                            "nginx": c.pids_named("nginx"),
+                        }
                         r = c.run_wrk(
                             url,
                             bodies[mode],
@@ -154,6 +165,7 @@ def main() -> None:
                             connections=CONNS,
                             duration=DURATION,
                             cpu_pids=pids,
+                            cpu_groups=groups if name.startswith("relay") else None,
                         )
                         results[name].append(r)
                         c.log(
@@ -263,6 +275,26 @@ def print_table(out: dict[str, Any]) -> None:
             lines.append(
                 f"| {labels[kind]} | {mode} | {c.fmt(row['rps'])}{err} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} "
                 f"| {c.fmt(row['cpu_us'])} | {ratio} |"
+            )
+    parts = ("relay", "redis", "postgres", "flusher", "nginx")
+    rows = [(k, v) for k, v in load.items() if v.get("cpu_by")]
+    if rows:
+        lines += [
+            "",
+            "Whole-machine CPU per request during the relaygate runs (µs; 'rest' is wrk, the",
+            "kernel and everything else; 'ceiling' = 2 CPUs / total):",
+            "",
+            "| run | " + " | ".join(parts) + " | rest | total | ceiling req/s |",
+            "|---|" + "---:|" * (len(parts) + 3),
+        ]
+        for key, row in rows:
+            by = row["cpu_by"]
+            rest = by["machine"] - sum(by[p] for p in parts)
+            ceiling = c.NCPU * 1e6 / by["machine"] if by["machine"] else 0
+            lines.append(
+                f"| {key} | "
+                + " | ".join(f"{by[p]:.0f}" for p in parts)
+                + f" | {rest:.0f} | {by['machine']:.0f} | {ceiling:,.0f} |"
             )
     c1 = out.get("c1", {})
     if c1:
