@@ -157,33 +157,37 @@ async def reserve(
 SETTLE_RETRIES = 3
 
 
+@dataclass(frozen=True, slots=True)
+class SettleCall:
+    """One request's settle: the same arguments for the first attempt and any retry."""
+
+    keys: Sequence[str]
+    reserved: int
+    actual: int
+    orphan_fields: tuple[str, str]  # ("t<token id>", "u<user id>")
+    member: str  # the reservation's zset member
+    event: bytes | None  # the usage event (``relaygate.events``); None = refund only
+
+    def argv(self, retry: bool) -> tuple[Any, ...]:
+        """ARGV of settle.lua; ``retry`` sets the flag that makes a repeat a no-op."""
+        flags = (1 if self.event is not None else 0) | (2 if retry else 0)
+        head = (self.reserved, self.actual, flags, *self.orphan_fields, self.member)
+        return head if self.event is None else (*head, self.event)
+
+
 async def settle(
-    scripts: Scripts,
-    conn: Executor,
-    keys: Sequence[str],
-    reserved: int,
-    actual: int,
-    orphan_fields: tuple[str, str],
-    member: str,
-    event: bytes | None,
-    *,
-    retry: bool = False,
+    scripts: Scripts, conn: Executor, call: SettleCall, *, retry: bool = False
 ) -> tuple[int, bool]:
-    """Charge ``actual`` against ``reserved``; with ``event`` (``relaygate.events``) append it.
+    """Charge ``call.actual`` against ``call.reserved``; with an event, append it.
 
     A lost reply (connection dropped) is retried with the retry flag: the script then does
     nothing if the first attempt already ran, so a settle is applied exactly once. ``retry``
     sets the flag from the first attempt on (an earlier attempt may have been sent).
     Returns (charged, capped).
     """
-    log_flag = 1 if event is not None else 0
-    tail: list[Any] = [*orphan_fields, member]
-    if event is not None:
-        tail.append(event)
     for attempt in range(SETTLE_RETRIES + 1):
-        flags = log_flag | (2 if attempt or retry else 0)
         try:
-            raw = await scripts.settle(conn, keys, [reserved, actual, flags, *tail])
+            raw = await scripts.settle(conn, call.keys, call.argv(bool(attempt) or retry))
         except RedisConnectionError:
             if attempt == SETTLE_RETRIES:
                 raise
@@ -194,14 +198,7 @@ async def settle(
 
 
 def send_settle(
-    scripts: Scripts,
-    conn: Executor,
-    keys: Sequence[str],
-    reserved: int,
-    actual: int,
-    orphan_fields: tuple[str, str],
-    member: str,
-    event: bytes | None,
+    scripts: Scripts, conn: Executor, call: SettleCall
 ) -> tuple[asyncio.Future[Any], asyncio.Future[None]] | None:
     """Queue a first settle attempt without waiting, when ``conn`` can: (reply, written),
     see ``PipelinedRedis.send``; None otherwise (then call ``settle``).
@@ -212,11 +209,8 @@ def send_settle(
     """
     if not isinstance(conn, PipelinedRedis):
         return None
-    flags = 1 if event is not None else 0
-    tail = (*orphan_fields, member) if event is None else (*orphan_fields, member, event)
-    reply = conn.send(
-        "EVALSHA", scripts.settle.sha, len(keys), *keys, reserved, actual, flags, *tail
-    )
+    keys = call.keys
+    reply = conn.send("EVALSHA", scripts.settle.sha, len(keys), *keys, *call.argv(False))
     return None if reply is None else (reply, conn.written())
 
 

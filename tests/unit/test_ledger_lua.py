@@ -78,12 +78,14 @@ async def _settle(
     return await ledger.settle(
         SCRIPTS,
         conn,
-        (TOK, USER, DAY, MONTH, STREAM, ORPH, RESV),
-        reserved,
-        actual,
-        ("t7", "u5"),
-        member,
-        event,
+        ledger.SettleCall(
+            (TOK, USER, DAY, MONTH, STREAM, ORPH, RESV),
+            reserved,
+            actual,
+            ("t7", "u5"),
+            member,
+            event,
+        ),
     )
 
 

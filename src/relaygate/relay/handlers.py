@@ -306,20 +306,19 @@ async def settle(
     handler's settle is re-run in the background with the retry flag.
     """
     meta = job.meta
-    keys = (*job.ledger_keys, meta.stream_key, meta.orphans_key, meta.resv_key)
-    orphans = (meta.token_orphan, meta.user_orphan)
+    call = ledger.SettleCall(
+        keys=(*job.ledger_keys, meta.stream_key, meta.orphans_key, meta.resv_key),
+        reserved=job.reserved,
+        actual=actual,
+        orphan_fields=(meta.token_orphan, meta.user_orphan),
+        member=job.member,
+        event=event,
+    )
 
     def again(retry: bool) -> Coroutine[Any, Any, tuple[int, bool]]:
-        return ledger.settle(
-            rt.scripts, rt.hot, keys, job.reserved, actual, orphans, job.member, event,
-            retry=retry,
-        )  # fmt: skip
+        return ledger.settle(rt.scripts, rt.hot, call, retry=retry)
 
-    sent = None
-    if respond is not None:
-        sent = ledger.send_settle(
-            rt.scripts, rt.hot, keys, job.reserved, actual, orphans, job.member, event
-        )
+    sent = ledger.send_settle(rt.scripts, rt.hot, call) if respond is not None else None
     if sent is None or respond is None:
         await _settled(rt, job, again)
         if respond is not None:
