@@ -50,6 +50,14 @@ class TokenMeta:
     user_orphan: str
     loaded_at: float
 
+    def in_scope(
+        self, model: str, ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None
+    ) -> bool:
+        """Model and client address allowed (the common case, no allowlists, costs two tests)."""
+        if self.models is not None and model not in self.models:
+            return False
+        return self.networks is None or self.ip_allowed(ip)
+
     def ip_allowed(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> bool:
         if self.networks is None:
             return True

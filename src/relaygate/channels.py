@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -32,6 +32,16 @@ class Channel:
     priority: int
     weight: int
     model_mapping: dict[str, str]
+    # What an OpenAI-dialect call sends (built once: aiohttp copies headers, never mutates).
+    bearer_headers: dict[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        headers = {
+            "Content-Type": "application/json",
+            "Accept-Encoding": "identity",
+            "Authorization": f"Bearer {self.key}",
+        }
+        object.__setattr__(self, "bearer_headers", headers)
 
     def __repr__(self) -> str:  # keep the key out of any accidental log line
         return f"Channel(id={self.id}, name={self.name!r}, base_url={self.base_url!r})"
@@ -90,6 +100,8 @@ class ChannelTable:
         tiers = self._tiers.get((group, model))
         if not tiers:
             return None
+        if not attempt and not exclude:  # the common case: the top tier, nothing to skip
+            return _weighted(tiers[0])
         start = min(attempt, len(tiers) - 1)
         for tier in tiers[start:] + tiers[:start]:
             candidates = [c for c in tier if c.id not in exclude] if exclude else tier

@@ -42,6 +42,8 @@ class Code(enum.IntEnum):
     MONTHLY_QUOTA = 33
 
 
+_CODES = {c.value: c for c in Code}  # Code(n) through the enum machinery costs ~0.4 µs
+
 # Token status values (New API) plus our tombstone for soft-deleted tokens.
 STATUS_ENABLED = 1
 STATUS_DISABLED = 2
@@ -151,7 +153,7 @@ async def reserve(
                 raise
     if raw is None:  # not sent, or NOSCRIPT: the general path (reloads the script)
         raw = await scripts.reserve(conn, keys, args)
-    return Reservation(Code(int(raw[0])), int(raw[1]), int(raw[2]), int(raw[3]))
+    return Reservation(_CODES[int(raw[0])], int(raw[1]), int(raw[2]), int(raw[3]))
 
 
 SETTLE_RETRIES = 3

@@ -186,6 +186,7 @@ class Rates:
         "_den",
         "_num_completion",
         "_num_prompt",
+        "_other_head",
         "_per_call",
         "_prompt_den",
         "_prompt_num",
@@ -206,6 +207,8 @@ class Rates:
             "group_ratio": float(group_ratio),
             "model_price": float(pricing.per_call_usd) if pricing.per_call_usd else -1,
         }
+        # The usage log's ``other`` JSON up to the per-request fields (see ``event_other``).
+        self._other_head = orjson.dumps(self.event_ratios).decode()[:-1]
         self._per_call: int | None = None
         if pricing.per_call_usd is not None:
             self._per_call = charge(pricing, group_ratio, 0, 0)
@@ -227,6 +230,11 @@ class Rates:
     @property
     def is_per_call(self) -> bool:
         return self._per_call is not None
+
+    def event_other(self, estimated: bool, reserved: int) -> str:
+        """The usage log's ``other`` field: the ratios, ``estimated`` and ``reserved``."""
+        flag = "true" if estimated else "false"
+        return f'{self._other_head},"estimated":{flag},"reserved":{int(reserved)}}}'
 
     def charge(self, prompt: int, completion: int) -> int:
         if self._per_call is not None:

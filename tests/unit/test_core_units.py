@@ -173,3 +173,13 @@ def test_include_usage_is_spliced_into_the_clients_bytes(raw):
 
     spliced = orjson.loads(splice_include_usage(raw))
     assert spliced == {**orjson.loads(raw), "stream_options": {"include_usage": True}}
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "dall-e-3"])
+def test_event_other_is_the_json_the_log_had(model):
+    rates = PriceBook().rates(model, "default")
+    assert rates is not None
+    for estimated in (True, False):
+        expected = {**rates.event_ratios, "estimated": estimated, "reserved": 1234}
+        assert orjson.loads(rates.event_other(estimated, 1234)) == expected
+    assert '"estimated":true' in rates.event_other(True, 1)  # what the flusher looks for

@@ -357,9 +357,7 @@ def usage_event(
     estimated: bool,
 ) -> bytes:
     meta = job.meta
-    other = orjson.dumps(
-        {**job.rates.event_ratios, "estimated": estimated, "reserved": job.reserved}
-    ).decode()
+    other = job.rates.event_other(estimated, job.reserved)
     return events.encode(
         {
             "rid": job.rid,
@@ -435,7 +433,8 @@ async def _handle(
     body = parse_body(raw)
     model, stream = requested_model(body, request, ep)
     ip = client_ip(request, rt.settings.trusted_proxies)
-    meta = await confirmed_scope(rt, meta, key_hash, model, ip)
+    if not meta.in_scope(model, ip):  # rare: re-check against current metadata, or refuse
+        meta = await confirmed_scope(rt, meta, key_hash, model, ip)
     if not rt.channels.has(meta.group, model):
         raise errors.no_channel(meta.group, model)
     rates = rt.prices.rates(model, meta.group)
