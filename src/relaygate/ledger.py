@@ -64,15 +64,25 @@ class Script:
 
     async def __call__(self, conn: Executor, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:
+            # On the hot path's pipelined connection the command is queued without the
+            # coroutine layers of execute_command (None: down or saturated, take those).
+            sent = None
+            if isinstance(conn, PipelinedRedis):
+                sent = conn.send("EVALSHA", self.sha, len(keys), *keys, *args)
+            if sent is not None:
+                return await sent
             return await conn.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            pass
-        except ResponseError as exc:  # some clients do not map NOSCRIPT to NoScriptError
-            if not str(exc).startswith("NOSCRIPT"):
+        except ResponseError as exc:
+            if not is_noscript(exc):
                 raise
         # EVAL sends the body, runs it and caches it server-side in one step, so it cannot
         # lose a race with another SCRIPT FLUSH the way SCRIPT LOAD + EVALSHA could.
         return await conn.execute_command("EVAL", self.body, len(keys), *keys, *args)
+
+
+def is_noscript(exc: ResponseError) -> bool:
+    """Some clients do not map NOSCRIPT to NoScriptError."""
+    return isinstance(exc, NoScriptError) or str(exc).startswith("NOSCRIPT")
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,18 +151,7 @@ async def reserve(
         req.member_prefix,
         req.deadline,
     )
-    reply = None
-    if isinstance(conn, PipelinedRedis):
-        reply = conn.send("EVALSHA", scripts.reserve.sha, len(keys), *keys, *args)
-    raw = None
-    if reply is not None:
-        try:
-            raw = await reply
-        except (NoScriptError, ResponseError) as exc:
-            if not str(exc).startswith("NOSCRIPT") and not isinstance(exc, NoScriptError):
-                raise
-    if raw is None:  # not sent, or NOSCRIPT: the general path (reloads the script)
-        raw = await scripts.reserve(conn, keys, args)
+    raw = await scripts.reserve(conn, keys, args)
     return Reservation(_CODES[int(raw[0])], int(raw[1]), int(raw[2]), int(raw[3]))
 
 
