@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from relaygate import errors, events, ledger
@@ -251,6 +252,10 @@ async def reserve(
             )
         except RedisError as exc:
             log.error("reserve failed: %s", exc)
+            if isinstance(exc, RedisConnectionError):
+                # Its reply is lost, but it may have run: give that reservation back now
+                # rather than at its deadline (this relay is alive, so the reaper waits).
+                rt.spawn(release_lost_reservation(rt, meta.resv_key, ledger_keys, prefix))
             raise errors.LEDGER_UNAVAILABLE from None
         if res.code == Code.OK:
             return meta, res, ledger_keys, ledger.reservation_member(prefix, res.amount)
@@ -270,6 +275,24 @@ async def reserve(
         else:
             raise _CODE_ERRORS.get(res.code, errors.TOKEN_DISABLED)
     raise errors.METADATA_UNAVAILABLE
+
+
+async def release_lost_reservation(
+    rt: Runtime, resv_key: str, ledger_keys: tuple[str, str, str, str], prefix: str
+) -> None:
+    """Refund the reservation a reserve with a lost reply may have made (found by its member
+    prefix: request id, token, user, periods, relay). reap.lua applies it at most once, so
+    racing the flusher's reaper is harmless."""
+    for attempt in range(5):
+        try:
+            async for raw, _deadline in rt.redis.zscan_iter(resv_key, match=f"{prefix}|*"):
+                member = raw.decode() if isinstance(raw, bytes) else str(raw)
+                amount = int(member.rsplit("|", 1)[1])
+                await ledger.reap(rt.scripts, rt.redis, (*ledger_keys, resv_key), member, amount)
+            return
+        except RedisError as exc:
+            log.warning("releasing a lost reservation failed (%s); retrying", exc)
+            await asyncio.sleep(0.2 * (attempt + 1))
 
 
 async def _rebuild(coro: Any) -> None:
