@@ -56,7 +56,7 @@ class Runtime:
     prices: PriceBook = field(default_factory=PriceBook)
     started_at: float = field(default_factory=time.time)
     instance: str = field(default_factory=lambda: new_instance_id())
-    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _watched: set[asyncio.Future[Any]] = field(default_factory=set)
     closing: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -96,11 +96,11 @@ class Runtime:
     def spawn(self, coro: Any) -> None:
         """Run ``coro`` in the background, held until done; ``drain`` waits for them."""
         task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.append(task)
+        self._tasks.add(task)
         task.add_done_callback(self._forget_task)
 
     def _forget_task(self, task: asyncio.Task[None]) -> None:
-        self._tasks.remove(task)
+        self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("background task failed: %s", task.exception())
 
