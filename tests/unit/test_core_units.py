@@ -146,6 +146,23 @@ def test_sse_filter_per_dialect_usage_and_end():
     assert q.feed(quoted) == quoted and q.usage is None and not q.done
 
 
+def test_sse_filter_streams_crlf_events():
+    """SSE allows CRLF line ends: events are still forwarded one by one, not at the end."""
+    usage = {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}}
+    events = [
+        b"data: " + orjson.dumps({"choices": [{"delta": {"content": "a"}}], "usage": None}),
+        b"data: " + orjson.dumps(usage),
+        b"data: [DONE]",
+    ]
+    stream = b"".join(e + b"\r\n\r\n" for e in events)
+    f = SSEUsageFilter(strip_usage_chunk=True)
+    first = f.feed(stream[: len(events[0]) + 6])
+    assert first == events[0] + b"\r\n\r\n", "the first event goes out before the rest arrives"
+    rest = f.feed(stream[len(events[0]) + 6 :]) + f.flush()
+    assert rest == b"data: [DONE]\r\n\r\n"
+    assert f.usage == (3, 4) and f.done
+
+
 async def test_cache_single_flight_and_negative_cache():
     calls = 0
 

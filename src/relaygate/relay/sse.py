@@ -32,6 +32,7 @@ class SSEUsageFilter:
         "_content",
         "_end",
         "_end_anywhere",
+        "_sep",
         "content_events",
         "done",
         "strip",
@@ -48,18 +49,29 @@ class SSEUsageFilter:
         self._end = _END[dialect]
         # Gemini's last chunk carries content, usage and finishReason: it can be long.
         self._end_anywhere = dialect == GEMINI
+        # The blank line that ends an event: "\n\n", or "\r\n\r\n" for upstreams that use
+        # CRLF line ends (SSE allows both); decided by the first event boundary seen.
+        self._sep: bytes | None = None
 
     def feed(self, chunk: bytes) -> bytes:
         """Complete events ready to forward (possibly empty)."""
         buf = self._buf + chunk if self._buf else chunk
-        end = buf.rfind(b"\n\n")
-        if end < 0:
+        sep = self._sep
+        if sep is None:
+            crlf, lf = buf.find(b"\r\n\r\n"), buf.find(b"\n\n")
+            if crlf >= 0 and (lf < 0 or crlf < lf):
+                sep = self._sep = b"\r\n\r\n"
+            elif lf >= 0:
+                sep = self._sep = b"\n\n"
+        end = buf.rfind(sep) if sep is not None else -1
+        if end < 0 or sep is None:
             if len(buf) > MAX_PARTIAL:
                 self._buf = b""
                 return buf
             self._buf = buf
             return b""
-        ready, self._buf = buf[: end + 2], buf[end + 2 :]
+        end += len(sep)
+        ready, self._buf = buf[:end], buf[end:]
         self.content_events += ready.count(self._content)
         if not self.done:
             tail = ready if self._end_anywhere or len(ready) <= _TAIL else ready[-_TAIL:]
@@ -83,10 +95,11 @@ class SSEUsageFilter:
             if ready.startswith(b'":null', i + 6) or ready.startswith(b'": null', i + 6):
                 pos = i + 12
                 continue
-            before = ready.rfind(b"\n\n", 0, i)
-            start = 0 if before < 0 else before + 2
-            stop = ready.find(b"\n\n", i) + 2  # ready ends with "\n\n": always found
-            if self._inspect(ready[start : stop - 2]):
+            sep = self._sep or b"\n\n"
+            before = ready.rfind(sep, 0, i)
+            start = 0 if before < 0 else before + len(sep)
+            stop = ready.find(sep, i) + len(sep)  # ready ends with a separator: always found
+            if self._inspect(ready[start : stop - len(sep)]):
                 ready = ready[:start] + ready[stop:]
                 pos = start
             else:
