@@ -22,6 +22,7 @@ from relaygate.redispipe import PipelinedRedis
 from relaygate.relay.handlers import RUNTIME
 from relaygate.relay.routes import add_routes
 from relaygate.runtime import Runtime
+from relaygate.settles import adopt_journals
 from relaygate.store.db import create_pool
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,16 @@ REDIS_POOL_SIZE = 64
 def redis_client(settings: Settings) -> Redis:
     """The ordinary pool (management, rebuilds, flusher). Blocking: under a burst, callers
     wait for a connection instead of failing with "Too many connections"."""
+    # Every call has a deadline: a stalled Redis must fail calls, not hang them. The socket
+    # timeout leaves room for the flusher's blocking XREADGROUP.
+    deadline = settings.redis_timeout
     pool = BlockingConnectionPool.from_url(
-        settings.redis_url, max_connections=REDIS_POOL_SIZE, timeout=10, health_check_interval=30
+        settings.redis_url,
+        max_connections=REDIS_POOL_SIZE,
+        timeout=deadline,
+        health_check_interval=30,
+        socket_timeout=deadline + settings.flush_block_ms / 1000,
+        socket_connect_timeout=deadline,
     )
     return Redis.from_pool(pool)
 
@@ -75,7 +84,11 @@ async def build_runtime(settings: Settings) -> Runtime:
         await redis.ping()
         await check_eviction_policy(redis, settings.allow_unsafe_redis_eviction)
         pool = await create_pool(settings.database_url)
-        hot = await PipelinedRedis.connect(settings.redis_url)
+        hot = await PipelinedRedis.connect(
+            settings.redis_url,
+            connect_timeout=settings.redis_timeout,
+            command_timeout=settings.redis_timeout,
+        )
         scripts = Scripts.load()
         await scripts.preload(redis)
         keys = KeyScheme(settings.key_prefix, settings.shards)
@@ -117,10 +130,15 @@ async def build_runtime(settings: Settings) -> Runtime:
 
 
 async def close_runtime(rt: Runtime) -> None:
-    """After draining: nothing of ours is in flight, so our heartbeat can go."""
+    """After draining: nothing of ours is in flight. Kept ledger writes get a last chance
+    to reach Redis; what does not stays journaled for the next start (and then our heartbeat
+    is left to lapse on its own: the reaper treats our reservations as any dead relay's)."""
     await rt.drain(within=10)
-    with contextlib.suppress(Exception):
-        await rt.redis.delete(rt.keys.heartbeat(rt.instance))
+    await rt.settles.flush(within=5)
+    if not rt.settles.pending:
+        with contextlib.suppress(Exception):
+            await rt.redis.delete(rt.keys.heartbeat(rt.instance))
+    rt.settles.close()
     await rt.http.close()
     if isinstance(rt.hot, PipelinedRedis):
         await rt.hot.aclose()
@@ -132,8 +150,11 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     rt = await build_runtime(app[SETTINGS])
     app[RUNTIME] = rt
     # Alive before the first reservation, so the reaper never mistakes us for dead.
-    await rt.redis.set(rt.keys.heartbeat(rt.instance), 1, ex=rt.settings.heartbeat_ttl)
+    await rt.beat()
+    journal = rt.settles.journal
+    adopt_journals(journal.directory, rt.keys.prefix, journal.path, rt.settles.keep_all)
     tasks = [
+        asyncio.create_task(rt.settles.run(rt.closing), name="ledger-replay"),
         asyncio.create_task(rt.listen_invalidations(), name="invalidations"),
         asyncio.create_task(rt.refresh_periodically(), name="refresh"),
         asyncio.create_task(rt.heartbeat(), name="heartbeat"),

@@ -34,8 +34,9 @@ class Settings:
     key_prefix: str = "rg"
     # Networks whose X-Forwarded-For header is believed (comma-separated IPs/CIDRs).
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-    # Completion tokens reserved when the client sends no max_tokens.
-    default_completion_allowance: int = 1024
+    # Largest output (completion tokens per choice) one request may reserve; a client bound
+    # above it, or none at all, is sent upstream as this bound. 0 = the model's maximum.
+    max_reserve_tokens: int = 0
     # Clamp the upstream max_tokens to what the remaining quota affords.
     clamp_max_tokens: bool = True
     # Token metadata cache: positive TTL and negative (unknown key) TTL, seconds.
@@ -49,6 +50,12 @@ class Settings:
     # died), the reaper refunds that relay's open reservations without waiting for their TTL.
     heartbeat_ttl: int = 15
     upstream_connect_timeout: float = 10.0
+    # Deadline of every Redis call (seconds): past it the relay answers 503 ledger_unavailable
+    # rather than wait, and a settle is kept and replayed (see relaygate.settles).
+    redis_timeout: float = 2.0
+    # Where a relay journals the settles it could not write to Redis yet, replayed at the next
+    # start (must survive a restart of the process: a volume in containers).
+    journal_dir: str = ".relaygate/journal"
     # Flusher batching.
     flush_batch: int = 1000
     flush_block_ms: int = 500
@@ -104,6 +111,20 @@ def _parse_float(name: str, raw: str) -> float:
     return value
 
 
+def _parse_positive_float(name: str, raw: str) -> float:
+    value = _parse_float(name, raw)
+    if value <= 0:
+        raise ConfigError(f"{name}: must be > 0, got {value}")
+    return value
+
+
+def _parse_path(name: str, raw: str) -> str:
+    value = raw.strip()
+    if not value:
+        raise ConfigError(f"{name}: must be a directory path, got {raw!r}")
+    return value
+
+
 def _parse_url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
     parsed = urlparse(raw.strip())
     if parsed.scheme not in schemes or not (parsed.hostname or parsed.path):
@@ -156,10 +177,7 @@ FIELDS: dict[str, tuple[str, Parser]] = {
     "log_level": ("RELAYGATE_LOG_LEVEL", _parse_log_level),
     "key_prefix": ("RELAYGATE_KEY_PREFIX", _parse_prefix),
     "trusted_proxies": ("RELAYGATE_TRUSTED_PROXIES", _parse_networks),
-    "default_completion_allowance": (
-        "RELAYGATE_DEFAULT_COMPLETION_ALLOWANCE",
-        lambda n, r: _parse_int(n, r, 1),
-    ),
+    "max_reserve_tokens": ("RELAYGATE_MAX_RESERVE_TOKENS", lambda n, r: _parse_int(n, r, 0)),
     "clamp_max_tokens": ("RELAYGATE_CLAMP_MAX_TOKENS", _parse_bool),
     "cache_ttl": ("RELAYGATE_CACHE_TTL", _parse_float),
     "negative_cache_ttl": ("RELAYGATE_NEGATIVE_CACHE_TTL", _parse_float),
@@ -167,6 +185,8 @@ FIELDS: dict[str, tuple[str, Parser]] = {
     "reservation_ttl": ("RELAYGATE_RESERVATION_TTL", lambda n, r: _parse_int(n, r, 1)),
     "heartbeat_ttl": ("RELAYGATE_HEARTBEAT_TTL", lambda n, r: _parse_int(n, r, 3, 3600)),
     "upstream_connect_timeout": ("RELAYGATE_UPSTREAM_CONNECT_TIMEOUT", _parse_float),
+    "redis_timeout": ("RELAYGATE_REDIS_TIMEOUT", _parse_positive_float),
+    "journal_dir": ("RELAYGATE_JOURNAL_DIR", _parse_path),
     "flush_batch": ("RELAYGATE_FLUSH_BATCH", lambda n, r: _parse_int(n, r, 1, 100_000)),
     "flush_block_ms": ("RELAYGATE_FLUSH_BLOCK_MS", lambda n, r: _parse_int(n, r, 1)),
     "flush_claim_idle_ms": ("RELAYGATE_FLUSH_CLAIM_IDLE_MS", lambda n, r: _parse_int(n, r, 1)),
@@ -179,11 +199,23 @@ FIELDS: dict[str, tuple[str, Parser]] = {
 }
 
 
+# Settings that were removed, and why: set, they would otherwise be silently ignored.
+REMOVED = {
+    "RELAYGATE_DEFAULT_COMPLETION_ALLOWANCE": (
+        "a request without max_tokens now reserves the model's whole output (exactness under "
+        "concurrency); cap it with RELAYGATE_MAX_RESERVE_TOKENS"
+    ),
+}
+
+
 def from_env(
     env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
 ) -> Settings:
     """Build settings from the environment, then apply already-parsed CLI overrides."""
     source = os.environ if env is None else env
+    for var, why in REMOVED.items():
+        if var in source:
+            raise ConfigError(f"{var} is no longer supported: {why}")
     values: dict[str, Any] = {}
     for attr, (var, parser) in FIELDS.items():
         raw = source.get(var)

@@ -322,6 +322,7 @@ class Flusher:
                     self.keys.token_day(r.user_id, r.token_id, r.day),
                     self.keys.token_month(r.user_id, r.token_id, r.month),
                     zkey,
+                    self.keys.reaped_of_shard(shard),
                 )
                 if await ledger.reap(self.scripts, self.redis, keys, member, r.amount):
                     refunded += 1

@@ -48,6 +48,18 @@ class KeyScheme:
         """Open reservations (zset scored by deadline), refunded by the reaper if never settled."""
         return f"{self.prefix}:{{{shard}}}:resv"
 
+    def reaped(self, user_id: int) -> str:
+        return self.reaped_of_shard(user_id % self.shards)
+
+    def reaped_of_shard(self, shard: int) -> str:
+        """Request ids whose reservation the reaper refunded (zset scored by refund time): a
+        late settle finding its id here charges from zero instead of doing nothing."""
+        return f"{self.prefix}:{{{shard}}}:reaped"
+
+    def reaped_of_resv(self, resv_key: str) -> str:
+        """The reaped zset of the shard whose reservations zset is ``resv_key``."""
+        return resv_key[: -len(":resv")] + ":reaped"
+
     def stream_of_user(self, user_id: int) -> str:
         return self.stream(user_id % self.shards)
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import enum
 import hashlib
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Protocol
 
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
 from relaygate.redispipe import PipelinedRedis
@@ -124,7 +124,6 @@ class ReserveRequest:
     now: int
     base: int
     per_token_micro: int
-    want_tokens: int
     full_tokens: int
     clamp: bool
     member_prefix: str  # "<rid>|<token>|<user>|<day>|<month>|<relay instance>"
@@ -143,7 +142,6 @@ async def reserve(
         req.now,
         req.base,
         req.per_token_micro,
-        req.want_tokens,
         req.full_tokens,
         1 if req.clamp else 0,
         ttls[0],
@@ -155,47 +153,44 @@ async def reserve(
     return Reservation(_CODES[int(raw[0])], int(raw[1]), int(raw[2]), int(raw[3]))
 
 
-SETTLE_RETRIES = 3
-
-
 @dataclass(frozen=True, slots=True)
 class SettleCall:
-    """One request's settle: the same arguments for the first attempt and any retry."""
+    """One request's settle: the same arguments for the first attempt and every replay.
 
-    keys: Sequence[str]
+    Applying it twice is harmless: settle.lua applies a settle only if it still finds the
+    reservation (or finds it reaped), so a replay after a lost reply is a no-op.
+    """
+
+    keys: Sequence[str]  # token, user, day, month, stream, orphans, reservations, reaped
     reserved: int
     actual: int
     orphan_fields: tuple[str, str]  # ("t<token id>", "u<user id>")
     member: str  # the reservation's zset member
+    rid: str  # the request id (the member's first field)
     event: bytes | None  # the usage event (``relaygate.events``); None = refund only
 
-    def argv(self, retry: bool) -> tuple[Any, ...]:
-        """ARGV of settle.lua; ``retry`` sets the flag that makes a repeat a no-op."""
-        flags = (1 if self.event is not None else 0) | (2 if retry else 0)
-        head = (self.reserved, self.actual, flags, *self.orphan_fields, self.member)
+    def argv(self) -> tuple[Any, ...]:
+        """ARGV of settle.lua."""
+        flags = 1 if self.event is not None else 0
+        head = (self.reserved, self.actual, flags, *self.orphan_fields, self.member, self.rid)
         return head if self.event is None else (*head, self.event)
 
 
-async def settle(
-    scripts: Scripts, conn: Executor, call: SettleCall, *, retry: bool = False
-) -> tuple[int, bool]:
-    """Charge ``call.actual`` against ``call.reserved``; with an event, append it.
+@dataclass(frozen=True, slots=True)
+class Settled:
+    charged: int
+    capped: bool
+    found: int  # the reservation as found: its amount, 0 = it had been reaped, -1 = done before
 
-    A lost reply (connection dropped) is retried with the retry flag: the script then does
-    nothing if the first attempt already ran, so a settle is applied exactly once. ``retry``
-    sets the flag from the first attempt on (an earlier attempt may have been sent).
-    Returns (charged, capped).
+
+async def settle(scripts: Scripts, conn: Executor, call: SettleCall) -> Settled:
+    """One attempt; raises RedisError when Redis cannot be reached or answered too late.
+
+    The caller that gets an error keeps the call and replays it (``relaygate.settles``):
+    whether this attempt ran or not, the replay applies it exactly once.
     """
-    for attempt in range(SETTLE_RETRIES + 1):
-        try:
-            raw = await scripts.settle(conn, call.keys, call.argv(bool(attempt) or retry))
-        except RedisConnectionError:
-            if attempt == SETTLE_RETRIES:
-                raise
-            await asyncio.sleep(0.05 * (attempt + 1))
-            continue
-        return int(raw[0]), bool(int(raw[1]))
-    raise AssertionError("unreachable")
+    raw = await scripts.settle(conn, call.keys, call.argv())
+    return Settled(int(raw[0]), bool(int(raw[1])), int(raw[2]))
 
 
 def send_settle(
@@ -205,13 +200,13 @@ def send_settle(
     see ``PipelinedRedis.send``; None otherwise (then call ``settle``).
 
     The reply is ``settle.lua``'s raw array. Whatever goes wrong with it (NOSCRIPT, a dropped
-    connection) is mended by calling ``settle`` with ``retry=True``, which applies the
-    settle only if this attempt did not.
+    connection, a deadline) is mended by replaying the call, which applies it only if this
+    attempt did not.
     """
     if not isinstance(conn, PipelinedRedis):
         return None
     keys = call.keys
-    reply = conn.send("EVALSHA", scripts.settle.sha, len(keys), *keys, *call.argv(False))
+    reply = conn.send("EVALSHA", scripts.settle.sha, len(keys), *keys, *call.argv())
     return None if reply is None else (reply, conn.written())
 
 
@@ -259,7 +254,9 @@ def parse_reservation_member(member: str) -> OpenReservation:
 async def reap(
     scripts: Scripts, conn: Executor, keys: Sequence[str], member: str, amount: int
 ) -> bool:
-    return bool(int(await scripts.reap(conn, keys, (member, amount))))
+    """Refund one reservation; ``keys``: token, user, day, month, reservations, reaped."""
+    rid = member.split("|", 1)[0]
+    return bool(int(await scripts.reap(conn, keys, (member, amount, rid, int(time.time())))))
 
 
 def token_orphan_field(token_id: int) -> str:

@@ -11,6 +11,7 @@ Operators override the tables through the ``options`` rows ``ModelRatio``, ``Com
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -230,6 +231,15 @@ class Rates:
     @property
     def is_per_call(self) -> bool:
         return self._per_call is not None
+
+    def times(self, calls: int) -> Rates:
+        """These rates for a request of ``calls`` per-call units (images ``n``): its plan and
+        its charge are ``calls`` times one call's (New API multiplies the price by ``n``)."""
+        if self._per_call is None or calls == 1:
+            return self
+        scaled = copy.copy(self)
+        scaled._per_call = self._per_call * calls
+        return scaled
 
     def event_other(self, estimated: bool, reserved: int) -> str:
         """The usage log's ``other`` field: the ratios, ``estimated`` and ``reserved``."""

@@ -29,8 +29,12 @@ Policies (documented here because callers depend on them):
   so overload sheds load instead of growing latency and memory without bound.
 * **Cancellation:** a cancelled caller's command stays in the FIFO; its reply is
   read and discarded, so reply ordering for everybody else is preserved.
-* **No per-command timeout:** a live-but-stalled server is not detected here
-  (TCP keepalive is enabled); callers wrap calls in ``asyncio.timeout``.
+* **Deadline:** every call is answered or failed within ``command_timeout``. Redis
+  answers in order, so one watchdog timer per connection (not one timer per call) checks
+  the oldest unanswered command; when it is overdue, the server is stalled or gone: the
+  connection is dropped, every call on it fails with :class:`redis.exceptions.TimeoutError`
+  (it may or may not have run), and the reconnect starts. A reconnect's handshake includes a
+  PING, so a server that accepts connections but does not answer is not taken back.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ import hiredis
 from redis._parsers.base import BaseParser
 from redis.connection import HiredisRespSerializer
 from redis.exceptions import ConnectionError, InvalidResponse, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 __all__ = ["PipelinedRedis"]
 
@@ -112,6 +117,8 @@ class _PipeProtocol(asyncio.Protocol):
             notEnoughData=_NOT_ENOUGH_DATA,
         )
         self.pending: deque[asyncio.Future[Any]] = deque()
+        self.sent_at: deque[float] = deque()  # loop time of each pending command, in order
+        self.stalled: str | None = None  # why the watchdog dropped this connection
         self._buf: list[bytes] = []
         self._flush_scheduled = False
         # Resolved when this tick's buffer has been handed to the socket (see ``written``).
@@ -129,6 +136,7 @@ class _PipeProtocol(asyncio.Protocol):
         fut: asyncio.Future[Any] = self._loop.create_future()
         self._buf.extend(packed)
         self.pending.append(fut)
+        self.sent_at.append(self._loop.time())
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
@@ -183,6 +191,7 @@ class _PipeProtocol(asyncio.Protocol):
                 self._abort()
                 return
             fut = pending.popleft()
+            self.sent_at.popleft()
             if fut.done():  # caller was cancelled: reply consumed and discarded
                 continue
             if isinstance(reply, RedisError):
@@ -194,15 +203,25 @@ class _PipeProtocol(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
+    def stall(self, reason: str) -> None:
+        """Drop the connection because the server stopped answering: pending calls fail with
+        a timeout rather than wait for a reply that may never come."""
+        self.stalled = reason
+        self._abort()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         self._buf = []
         self._release_writers()
         pending, self.pending = self.pending, deque()
+        self.sent_at = deque()
         reason = f"redis connection lost: {exc}" if exc else "redis connection closed"
+        error: type[RedisError] = ConnectionError
+        if self.stalled is not None:
+            reason, error = self.stalled, RedisTimeoutError
         for fut in pending:
             if not fut.done():
-                fut.set_exception(ConnectionError(reason))
+                fut.set_exception(error(reason))
         if not self.lost.done():
             self.lost.set_result(None)
         if self.on_lost is not None:
@@ -212,14 +231,18 @@ class _PipeProtocol(asyncio.Protocol):
 class PipelinedRedis:
     """One multiplexed, auto-pipelined Redis connection (see module docstring)."""
 
-    def __init__(self, target: _Target, max_pending: int, connect_timeout: float) -> None:
+    def __init__(
+        self, target: _Target, max_pending: int, connect_timeout: float, command_timeout: float
+    ) -> None:
         self._target = target
         self._max_pending = max_pending
         self._connect_timeout = connect_timeout
+        self._command_timeout = command_timeout
+        self._watchdog: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
         # redis-py's own packer (hiredis.pack_command underneath, same arg
         # handling as Redis.execute_command incl. "SCRIPT LOAD" splitting).
-        self._pack: Callable[..., list[bytes]] = HiredisRespSerializer().pack
+        self._pack: Callable[..., list[bytes]] = HiredisRespSerializer().pack  # type: ignore[no-untyped-call,unused-ignore]
         self._proto: _PipeProtocol | None = None
         self._ready = asyncio.Event()
         self._waiting = 0
@@ -228,12 +251,34 @@ class PipelinedRedis:
 
     @classmethod
     async def connect(
-        cls, url: str, *, max_pending: int = 100_000, connect_timeout: float = 5.0
+        cls,
+        url: str,
+        *,
+        max_pending: int = 100_000,
+        connect_timeout: float = 5.0,
+        command_timeout: float = 5.0,
     ) -> PipelinedRedis:
-        """Connect (AUTH + SELECT) now, so misconfiguration fails at startup."""
-        self = cls(_parse_url(url), max_pending, connect_timeout)
+        """Connect (AUTH + SELECT + PING) now, so misconfiguration fails at startup."""
+        self = cls(_parse_url(url), max_pending, connect_timeout, command_timeout)
         self._install(await self._open())
+        self._arm_watchdog()
         return self
+
+    def _arm_watchdog(self) -> None:
+        period = max(0.01, min(self._command_timeout / 4, 0.25))
+        self._watchdog = self._loop.call_later(period, self._check_deadline)
+
+    def _check_deadline(self) -> None:
+        """Fail the connection whose oldest unanswered command is past the deadline."""
+        if self._closed:
+            return
+        proto = self._proto
+        if proto is not None and proto.sent_at:
+            late = self._loop.time() - proto.sent_at[0]
+            if late > self._command_timeout:
+                log.warning("redis did not answer within %.2fs; reconnecting", late)
+                proto.stall(f"redis did not answer within {self._command_timeout}s")
+        self._arm_watchdog()
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         """Send one command, return its raw reply; ``options`` are accepted and ignored."""
@@ -286,6 +331,8 @@ class PipelinedRedis:
     async def aclose(self) -> None:
         """Close for good; in-flight calls and reconnect waiters get ConnectionError."""
         self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         if self._reconnect_task is not None:
             self._reconnect_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -303,13 +350,12 @@ class PipelinedRedis:
         if self._waiting >= self._max_pending:
             raise ConnectionError("redis pipeline saturated (waiting for reconnect)")
         self._waiting += 1
+        wait = min(self._connect_timeout, self._command_timeout)
         try:
-            async with asyncio.timeout(self._connect_timeout):
+            async with asyncio.timeout(wait):
                 await self._ready.wait()
         except TimeoutError:
-            raise ConnectionError(
-                f"redis unavailable: no reconnect within {self._connect_timeout}s"
-            ) from None
+            raise ConnectionError(f"redis unavailable: no connection within {wait}s") from None
         finally:
             self._waiting -= 1
         if self._proto is None:
@@ -332,6 +378,7 @@ class PipelinedRedis:
                     handshake.append(proto.submit(self._pack("AUTH", *auth)))
                 if t.db:
                     handshake.append(proto.submit(self._pack("SELECT", t.db)))
+                handshake.append(proto.submit(self._pack("PING")))
                 for fut in handshake:
                     await fut
         except TimeoutError:

@@ -11,9 +11,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import pathlib
 import socket
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,7 @@ from relaygate.config import Settings
 from relaygate.keys import KeyScheme
 from relaygate.ledger import Executor, Scripts
 from relaygate.pricing import PriceBook
+from relaygate.settles import Journal, SettleKeeper
 from relaygate.store import queries
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,7 @@ class Runtime:
     accounts: Accounts
     http: aiohttp.ClientSession
     cache: TokenCache = field(init=False)
+    settles: SettleKeeper = field(init=False)
     channels: ChannelTable = field(default_factory=lambda: ChannelTable(()))
     prices: PriceBook = field(default_factory=PriceBook)
     started_at: float = field(default_factory=time.time)
@@ -63,6 +66,12 @@ class Runtime:
     def __post_init__(self) -> None:
         self.cache = TokenCache(
             self.load_token, self.settings.cache_ttl, self.settings.negative_cache_ttl
+        )
+        journal = Journal(
+            pathlib.Path(self.settings.journal_dir), f"{self.keys.prefix}-{self.instance}"
+        )
+        self.settles = SettleKeeper(
+            self.scripts, self.redis, journal, self.keys.reaped_of_resv, self.beat
         )
 
     async def load_token(self, key_hash: bytes) -> TokenMeta | None:
@@ -104,20 +113,16 @@ class Runtime:
         if not task.cancelled() and task.exception() is not None:
             log.error("background task failed: %s", task.exception())
 
-    def watch(
-        self, reply: asyncio.Future[Any], retry: Callable[[], Coroutine[Any, Any, None]]
-    ) -> None:
-        """Keep an eye on a reply nobody awaits: if it fails, run ``retry`` in the background.
+    def watch(self, reply: asyncio.Future[Any], on_failure: Callable[[], None]) -> None:
+        """Keep an eye on a reply nobody awaits: if it fails, call ``on_failure``.
         ``drain`` waits for watched replies too."""
         self._watched.add(reply)
-        reply.add_done_callback(lambda fut: self._reply_done(fut, retry))
+        reply.add_done_callback(lambda fut: self._reply_done(fut, on_failure))
 
-    def _reply_done(
-        self, reply: asyncio.Future[Any], retry: Callable[[], Coroutine[Any, Any, None]]
-    ) -> None:
+    def _reply_done(self, reply: asyncio.Future[Any], on_failure: Callable[[], None]) -> None:
         self._watched.discard(reply)
         if reply.cancelled() or reply.exception() is not None:
-            self.spawn(retry())
+            on_failure()
 
     async def drain(self, within: float) -> None:
         """Wait (bounded) for background work: watched replies, then the retries and
@@ -151,7 +156,7 @@ class Runtime:
                 await self.pause(1.0)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
 
     async def pause(self, seconds: float) -> None:
         """Sleep, but wake at once when closing. Background loops check ``closing`` rather
@@ -160,17 +165,20 @@ class Runtime:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.closing.wait(), seconds)
 
-    async def heartbeat(self) -> None:
-        """Keep this process's heartbeat key alive; the reaper refunds our open reservations
-        soon after it lapses (we died) instead of waiting for their deadline."""
+    async def beat(self) -> None:
+        """Refresh this process's heartbeat key once."""
         key = self.keys.heartbeat(self.instance)
-        ttl = self.settings.heartbeat_ttl
+        await self.redis.set(key, int(time.time()), ex=self.settings.heartbeat_ttl)
+
+    async def heartbeat(self) -> None:
+        """Keep this process's heartbeat key alive: the reaper refunds our open reservations
+        only once it has lapsed (we died), never while we live."""
         while not self.closing.is_set():
             try:
-                await self.redis.set(key, int(time.time()), ex=ttl)
+                await self.beat()
             except Exception as exc:
                 log.warning("heartbeat failed: %s", exc)
-            await self.pause(ttl / 3)
+            await self.pause(self.settings.heartbeat_ttl / 3)
 
     async def refresh_periodically(self) -> None:
         """Bound staleness if an invalidation was missed; survive PostgreSQL outages."""

@@ -24,6 +24,9 @@ UID, TID = 5, 7
 TOK, USER = KEYS.token(UID, TID), KEYS.user(UID)
 DAY, MONTH = KEYS.token_day(UID, TID, "20260101"), KEYS.token_month(UID, TID, "202601")
 STREAM, ORPH, RESV = KEYS.stream_of_user(UID), KEYS.orphans(UID), KEYS.reservations(UID)
+REAPED = KEYS.reaped(UID)
+SETTLE_KEYS = (TOK, USER, DAY, MONTH, STREAM, ORPH, RESV, REAPED)
+REAP_KEYS = (TOK, USER, DAY, MONTH, RESV, REAPED)
 SCRIPTS = Scripts.load()
 
 
@@ -48,7 +51,6 @@ def _req(
     rid: str,
     base: int = 100,
     ptm: int = 0,
-    want: int = 0,
     full: int = 0,
     ver: int = 1,
     clamp: bool = True,
@@ -58,7 +60,6 @@ def _req(
         1_700_000_000,
         base,
         ptm,
-        want,
         full,
         clamp,
         f"{rid}|{TID}|{UID}|20260101|202601|i1",
@@ -75,18 +76,12 @@ async def _settle(
 ) -> tuple[int, bool]:
     member = ledger.reservation_member(f"{rid}|{TID}|{UID}|20260101|202601|i1", reserved)
     event = events.encode({"rid": rid, "ts": 1, "user": UID, "token": TID}) if log else None
-    return await ledger.settle(
+    done = await ledger.settle(
         SCRIPTS,
         conn,
-        ledger.SettleCall(
-            (TOK, USER, DAY, MONTH, STREAM, ORPH, RESV),
-            reserved,
-            actual,
-            ("t7", "u5"),
-            member,
-            event,
-        ),
+        ledger.SettleCall(SETTLE_KEYS, reserved, actual, ("t7", "u5"), member, rid, event),
     )
+    return done.charged, done.capped
 
 
 def used(conn: Conn) -> int:
@@ -134,13 +129,11 @@ async def test_clamp_reserves_what_is_affordable():
     conn = Conn()
     _init(conn, limit=1000)
     # base 100, 1 unit per completion token (1e6 micro), wants 4096: only 900 tokens affordable
-    res = await _reserve(conn, _req("a", base=100, ptm=1_000_000, want=1024, full=4096))
+    res = await _reserve(conn, _req("a", base=100, ptm=1_000_000, full=4096))
     assert res.code == Code.OK and res.clamp_tokens == 900 and res.amount == 1000
     conn2 = Conn()
     _init(conn2, limit=1000)
-    res = await _reserve(
-        conn2, _req("a", base=100, ptm=1_000_000, want=1024, full=4096, clamp=False)
-    )
+    res = await _reserve(conn2, _req("a", base=100, ptm=1_000_000, full=4096, clamp=False))
     assert res.code == Code.TOKEN_QUOTA
 
 
@@ -163,19 +156,20 @@ async def test_settle_retry_is_idempotent_and_reaped_reservation_charges_from_ze
     await _settle(conn, "a", 100, 80)
     member = ledger.reservation_member(f"a|{TID}|{UID}|20260101|202601|i1", 100)
     raw = await SCRIPTS.settle(
-        conn,
-        (TOK, USER, DAY, MONTH, STREAM, ORPH, RESV),
-        [100, 80, 3, "t7", "u5", member, b'{"rid":"a"}'],
+        conn, SETTLE_KEYS, [100, 80, 1, "t7", "u5", member, "a", b'{"rid":"a"}']
     )
     assert int(raw[2]) == -1 and used(conn) == 80 and conn.r.xlen(STREAM) == 1
     # b's relay "dies": reaper refunds; a late settle then charges the full actual amount
     await _reserve(conn, _req("b"))
     bm = ledger.reservation_member(f"b|{TID}|{UID}|20260101|202601|i1", 100)
-    assert await ledger.reap(SCRIPTS, conn, (TOK, USER, DAY, MONTH, RESV), bm, 100)
+    assert await ledger.reap(SCRIPTS, conn, REAP_KEYS, bm, 100)
     assert used(conn) == 80
-    assert not await ledger.reap(SCRIPTS, conn, (TOK, USER, DAY, MONTH, RESV), bm, 100)
+    assert not await ledger.reap(SCRIPTS, conn, REAP_KEYS, bm, 100)
+    assert conn.r.zscore(REAPED, "b") is not None
     await _settle(conn, "b", 100, 50)
-    assert used(conn) == 130
+    assert used(conn) == 130 and conn.r.zscore(REAPED, "b") is None
+    await _settle(conn, "b", 100, 50)  # a second replay of the same settle: nothing
+    assert used(conn) == 130 and conn.r.xlen(STREAM) == 2
 
 
 async def test_sync_init_and_update_respect_versions_and_orphans():
@@ -238,9 +232,7 @@ class LedgerModel(RuleBasedStateMachine):
             rid = data.draw(st.sampled_from(sorted(self.open)))
             amount = self.open.pop(rid)
             member = ledger.reservation_member(f"{rid}|{TID}|{UID}|20260101|202601|i1", amount)
-            assert self.run(
-                ledger.reap(SCRIPTS, self.conn, (TOK, USER, DAY, MONTH, RESV), member, amount)
-            )
+            assert self.run(ledger.reap(SCRIPTS, self.conn, REAP_KEYS, member, amount))
 
     @rule(delta=st.integers(0, 500))
     def top_up(self, delta: int) -> None:

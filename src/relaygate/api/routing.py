@@ -10,6 +10,7 @@ doubles as the list the OpenAPI test and the role matrix test walk.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -106,11 +107,18 @@ def wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]
     return endpoint
 
 
+def any_segment(path: str) -> str:
+    """``/api/token/{id}`` as ``/api/token/{id:[^/]+}``: aiohttp's default pattern refuses
+    braces, so ``/api/token/{}`` would get a plain-text 404 instead of the handler's own
+    "invalid id" answer in New API's envelope."""
+    return re.sub(r"\{(\w+)\}", r"{\1:[^/]+}", path)
+
+
 def install(app: web.Application, tables: list[RouteTable]) -> list[Route]:
     """Register every route (HEAD is not added for GET: New API has none)."""
     installed = []
     for table in tables:
         for route in table.routes:
-            app.router.add_route(route.method, route.path, wrap(route))
+            app.router.add_route(route.method, any_segment(route.path), wrap(route))
             installed.append(route)
     return installed

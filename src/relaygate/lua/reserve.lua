@@ -4,18 +4,22 @@
 -- KEYS[2] user hash    rg:{s}:user:<id>    (limit, used, status)
 -- KEYS[3] day counter  rg:{s}:tok:<id>:d:<YYYYMMDD>
 -- KEYS[4] month counter rg:{s}:tok:<id>:m:<YYYYMM>
--- KEYS[5] open reservations rg:{s}:resv (zset: member "<rid>|<tok>|<user>|<day>|<month>|<amount>",
+-- KEYS[5] open reservations rg:{s}:resv (zset: member
+--         "<rid>|<tok>|<user>|<day>|<month>|<instance>|<amount>",
 --         score = deadline); settle removes the member, the reaper refunds what is left
 -- ARGV[1] cached metadata version (0 = do not compare)
 -- ARGV[2] now, unix seconds
 -- ARGV[3] base: integer quota units charged whatever the output (prompt estimate or per-call price)
 -- ARGV[4] per_token_micro: quota units per completion token, times 1e6 (integer; 0 = per-call price)
--- ARGV[5] want: completion tokens to reserve when the quota is ample
--- ARGV[6] full: completion tokens the answer may reach (client max_tokens or model maximum)
--- ARGV[7] clamp: 1 = when the room cannot cover `full`, reserve all that is affordable and
---         return that many tokens as the upstream max_tokens; 0 = reserve `want` or refuse
--- ARGV[8] day counter TTL, ARGV[9] month counter TTL (seconds)
--- ARGV[10] reservation member prefix "<rid>|<tok>|<user>|<day>|<month>", ARGV[11] its deadline
+-- ARGV[5] full: completion tokens the answer may reach (the client's bound, or the model's
+--         maximum output when it gives none, times n); the whole of it is reserved, so that
+--         concurrent requests can never together be delivered more than the room
+-- ARGV[6] clamp: 1 = when the room cannot cover `full`, reserve all that is affordable and
+--         return that many tokens: the caller sends them upstream as the output bound;
+--         0 = refuse
+-- ARGV[7] day counter TTL, ARGV[8] month counter TTL (seconds)
+-- ARGV[9] reservation member prefix "<rid>|<tok>|<user>|<day>|<month>|<instance>",
+-- ARGV[10] its deadline
 --
 -- Returns {code, ver, amount, clamp_tokens}. Codes (relaygate.ledger.Code):
 --   0 ok; 1 token hash missing; 2 user hash missing; 3 stale metadata (ver differs);
@@ -61,8 +65,7 @@ end
 
 local base = tonumber(ARGV[3])
 local ptm = tonumber(ARGV[4])
-local want = tonumber(ARGV[5])
-local full = tonumber(ARGV[6])
+local full = tonumber(ARGV[5])
 local function cost(tokens)
   return base + math.floor((tokens * ptm + 999999) / 1000000)
 end
@@ -73,16 +76,18 @@ if ptm == 0 then
   if room < base then return {reason, ver, 0, 0} end
   amount = base
 elseif room >= cost(full) then
-  amount = cost(want)
-elseif tonumber(ARGV[7]) == 1 then
+  amount = cost(full)
+elseif tonumber(ARGV[6]) == 1 then
   local affordable = math.floor((room - base) * 1000000 / ptm)
   if affordable < 1 then return {reason, ver, 0, 0} end
   if affordable > full then affordable = full end
+  -- doubles: (room - base) * 1e6 may round up past the room; step back until it fits
+  while affordable > 0 and cost(affordable) > room do affordable = affordable - 1 end
+  if affordable < 1 then return {reason, ver, 0, 0} end
   clamp_tokens = affordable
   amount = cost(affordable)
 else
-  amount = cost(want)
-  if room < amount then return {reason, ver, 0, 0} end
+  return {reason, ver, 0, 0}
 end
 
 if amount > 0 then
@@ -92,10 +97,10 @@ end
 -- A period counter gets its TTL when this reservation creates it (the new value is then
 -- exactly `amount`); it only ever needs to outlive its period, so no EXPIRE per request.
 if redis.call('INCRBY', KEYS[3], amount) == amount then
-  redis.call('EXPIRE', KEYS[3], tonumber(ARGV[8]))
+  redis.call('EXPIRE', KEYS[3], tonumber(ARGV[7]))
 end
 if redis.call('INCRBY', KEYS[4], amount) == amount then
-  redis.call('EXPIRE', KEYS[4], tonumber(ARGV[9]))
+  redis.call('EXPIRE', KEYS[4], tonumber(ARGV[8]))
 end
-redis.call('ZADD', KEYS[5], tonumber(ARGV[11]), ARGV[10] .. '|' .. amount)
+redis.call('ZADD', KEYS[5], tonumber(ARGV[10]), ARGV[9] .. '|' .. amount)
 return {0, ver, amount, clamp_tokens}

@@ -4,28 +4,34 @@
 --         (the same period keys the reservation used), KEYS[5] the shard's usage stream,
 -- KEYS[6] the shard's orphans hash (events settled while a ledger hash was missing)
 -- KEYS[7] the shard's open reservations zset
+-- KEYS[8] the shard's reaped zset (request ids whose reservation the reaper refunded)
 -- ARGV[1] reserved amount, ARGV[2] actual amount (0 = full refund)
--- ARGV[3] flags: 1 = append the usage event to the stream (else refund only, no event);
---         2 = this is a retry after a lost reply: if the reservation is gone, the first
---         attempt ran, so do nothing (settle is idempotent under retries)
+-- ARGV[3] flags: 1 = append the usage event to the stream (else refund only, no event)
 -- ARGV[4] orphan field of the token ("t<id>"), ARGV[5] orphan field of the user ("u<id>")
 -- ARGV[6] the reservation's zset member (as reserve.lua wrote it)
--- ARGV[7] the usage event, one JSON object (relaygate.events); the entry gets `quota` (what
+-- ARGV[7] the request id (the member's first field)
+-- ARGV[8] the usage event, one JSON object (relaygate.events); the entry gets `quota` (what
 --         was charged) and `event`
 --
--- If the reaper already refunded this reservation (the request outlived its deadline), the
--- reservation counts as 0 and the whole actual amount is charged (within the limits).
+-- Exactly once, decided here rather than by the caller: the settle that removes the member
+-- applies it. If the member is gone, either a settle already ran (a retry or a replay after
+-- a lost reply: do nothing) or the reaper refunded it (its request id is in the reaped zset:
+-- charge the whole actual amount from zero, and drop the marker so a second replay is a
+-- no-op). A reaped request's charge is not capped: its reservation covered the answer when it
+-- was admitted, and the refund was the mistake.
 --
--- An answer that costs more than was reserved is charged the excess only as far as every
--- limit has room: `used` never passes `limit`, so a token never spends past its quota.
--- Returns {charged, capped (0/1), reserved as found (0 when reaped, -1 retry found it done)}.
+-- An answer that costs more than was reserved (an upstream ignoring its output bound) is
+-- charged the excess only as far as every limit has room: `used` never passes `limit`.
+-- Returns {charged, capped (0/1), reserved as found (0 when reaped, -1 already applied)}.
 
 local reserved = tonumber(ARGV[1])
 local flags = tonumber(ARGV[3])
 local log_event = flags % 2 == 1
+local reaped = false
 if redis.call('ZREM', KEYS[7], ARGV[6]) == 0 then
-  if flags >= 2 then return {0, 0, -1} end
+  if redis.call('ZREM', KEYS[8], ARGV[7]) == 0 then return {0, 0, -1} end
   reserved = 0
+  reaped = true
 end
 local actual = tonumber(ARGV[2])
 local delta = actual - reserved
@@ -33,7 +39,7 @@ local capped = 0
 local tok_live = redis.call('EXISTS', KEYS[1]) == 1
 local user_live = redis.call('EXISTS', KEYS[2]) == 1
 
-if delta > 0 then
+if delta > 0 and not reaped then
   local room = delta
   if tok_live then
     local t = redis.call('HMGET', KEYS[1], 'limit', 'used', 'unlimited', 'dlimit', 'mlimit')
@@ -70,7 +76,7 @@ if delta ~= 0 then
 end
 
 if log_event then
-  redis.call('XADD', KEYS[5], '*', 'quota', charged, 'event', ARGV[7])
+  redis.call('XADD', KEYS[5], '*', 'quota', charged, 'event', ARGV[8])
   if not tok_live then redis.call('HINCRBY', KEYS[6], ARGV[4], 1) end
   if not user_live then redis.call('HINCRBY', KEYS[6], ARGV[5], 1) end
 end

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from random import getrandbits
 from typing import Any
@@ -22,6 +22,7 @@ import orjson
 from aiohttp import web
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from relaygate import errors, events, ledger
 from relaygate.cache import TokenMeta
@@ -35,6 +36,7 @@ from relaygate.relay import dialects
 from relaygate.relay.auth import IPAddress, client_ip, extract_key, ip_text
 from relaygate.relay.sse import SSEUsageFilter
 from relaygate.runtime import Runtime
+from relaygate.settles import MAX_KEPT, LostReserve
 from relaygate.stats import STATS
 
 log = logging.getLogger(__name__)
@@ -141,27 +143,72 @@ def requested_model(body: dict[str, Any], request: web.Request, ep: Endpoint) ->
     return named, bool(body.get("stream")) and ep.streams
 
 
+@dataclass(frozen=True, slots=True)
+class OutputBound:
+    """How much output one request may produce, all of which is reserved."""
+
+    full: int  # completion tokens of the whole answer (every choice): what is reserved
+    field: str | None  # the request field carrying the output bound, if the route has one
+    choices: int  # n / candidateCount: the answer's choices share ``full``
+    send: int  # per-choice bound relaygate must send upstream (0: the client's own stands)
+    calls: int = 1  # per-call priced units (images n)
+
+
+MAX_CHOICES = 128
+MAX_IMAGES = 10
+
+
+def _count(body: dict[str, Any], name: str, value: Any, maximum: int) -> int:
+    if value is None:
+        return 1
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= maximum:
+        raise errors.bad_request(
+            f"'{name}' must be an integer between 1 and {maximum}.", f"invalid_{name}"
+        )
+    return value
+
+
+def choices_of(body: dict[str, Any], dialect: str) -> int:
+    """How many answers one request asks for: OpenAI ``n``, Gemini ``candidateCount``."""
+    if dialect == dialects.OPENAI:
+        return _count(body, "n", body.get("n"), MAX_CHOICES)
+    if dialect == dialects.GEMINI:
+        cfg = body.get("generationConfig")
+        count = cfg.get("candidateCount") if isinstance(cfg, dict) else None
+        return _count(body, "candidateCount", count, MAX_CHOICES)
+    return 1
+
+
 def output_bounds(
-    body: dict[str, Any], ep: Endpoint, pricing: ModelPricing, allowance: int
-) -> tuple[int, int, str | None]:
-    """(want, full, field): tokens to reserve normally, tokens the answer may reach, and which
-    request field carries the client's bound (``max_completion_tokens`` wins when given)."""
-    if ep.max_field is None or pricing.is_per_call:
-        return 0, 0, None
+    body: dict[str, Any], ep: Endpoint, pricing: ModelPricing, cap: int
+) -> OutputBound:
+    """The worst case the request may produce. No allowance smaller than that: reserving
+    less than the upstream may deliver is what let concurrent requests overspend, each
+    seeing room for a full answer and each reserving a little.
+
+    With no client bound the model's maximum output is reserved (a route with a documented
+    default, legacy completions' 16, sends that default explicitly, so that an upstream with
+    another default cannot exceed it). ``cap`` (tokens per choice, 0 = none) lowers the bound
+    sent upstream."""
+    if pricing.is_per_call:
+        calls = _count(body, "n", body.get("n"), MAX_IMAGES) if ep is IMAGES else 1
+        return OutputBound(0, None, 1, 0, calls)
+    if ep.max_field is None:
+        return OutputBound(0, None, 1, 0)
     given, field = dialects.max_output(body, ep.dialect, ep.max_field)
-    n = body.get("n", 1) if ep.dialect == dialects.OPENAI else 1
-    if n is None:
-        n = 1
-    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 128:
-        raise errors.bad_request("'n' must be an integer between 1 and 128.", "invalid_n")
+    choices = choices_of(body, ep.dialect)
+    send = 0
     if given is not None:
         if not isinstance(given, int) or isinstance(given, bool) or given < 1:
             raise errors.bad_request(f"'{field}' must be a positive integer.", f"invalid_{field}")
-        return given * n, given * n, field
-    if ep.default_output is not None:
-        return ep.default_output * n, ep.default_output * n, field
-    full = max(pricing.max_output, allowance)
-    return min(allowance, full) * n, full * n, field
+        per_choice = given
+    elif ep.default_output is not None:
+        per_choice = send = ep.default_output
+    else:
+        per_choice = pricing.max_output
+    if cap and per_choice > cap:
+        per_choice = send = cap
+    return OutputBound(per_choice * choices, field, choices, send)
 
 
 def check_scope(meta: TokenMeta, model: str, ip: IPAddress | None) -> None:
@@ -217,7 +264,6 @@ async def reserve(
     rid: str,
     base: int,
     per_token_micro: int,
-    want: int,
     full: int,
 ) -> tuple[TokenMeta, ledger.Reservation, tuple[str, str, str, str], str]:
     """One EVALSHA on the warm path; rebuilds or reloads only when the script asks for it."""
@@ -236,7 +282,6 @@ async def reserve(
             now=now,
             base=base,
             per_token_micro=per_token_micro,
-            want_tokens=want,
             full_tokens=full,
             clamp=rt.settings.clamp_max_tokens,
             member_prefix=prefix,
@@ -252,10 +297,10 @@ async def reserve(
             )
         except RedisError as exc:
             log.error("reserve failed: %s", exc)
-            if isinstance(exc, RedisConnectionError):
-                # Its reply is lost, but it may have run: give that reservation back now
-                # rather than at its deadline (this relay is alive, so the reaper waits).
-                rt.spawn(release_lost_reservation(rt, meta.resv_key, ledger_keys, prefix))
+            if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+                # Its reply is lost, but it may have run: give that reservation back (this
+                # relay is alive, so the reaper never will). Kept until Redis applies it.
+                rt.settles.keep(LostReserve(meta.resv_key, ledger_keys, prefix))
             raise errors.LEDGER_UNAVAILABLE from None
         if res.code == Code.OK:
             return meta, res, ledger_keys, ledger.reservation_member(prefix, res.amount)
@@ -277,24 +322,6 @@ async def reserve(
     raise errors.METADATA_UNAVAILABLE
 
 
-async def release_lost_reservation(
-    rt: Runtime, resv_key: str, ledger_keys: tuple[str, str, str, str], prefix: str
-) -> None:
-    """Refund the reservation a reserve with a lost reply may have made (found by its member
-    prefix: request id, token, user, periods, relay). reap.lua applies it at most once, so
-    racing the flusher's reaper is harmless."""
-    for attempt in range(5):
-        try:
-            async for raw, _deadline in rt.redis.zscan_iter(resv_key, match=f"{prefix}|*"):
-                member = raw.decode() if isinstance(raw, bytes) else str(raw)
-                amount = int(member.rsplit("|", 1)[1])
-                await ledger.reap(rt.scripts, rt.redis, (*ledger_keys, resv_key), member, amount)
-            return
-        except RedisError as exc:
-            log.warning("releasing a lost reservation failed (%s); retrying", exc)
-            await asyncio.sleep(0.2 * (attempt + 1))
-
-
 async def _rebuild(coro: Any) -> None:
     try:
         await coro
@@ -313,62 +340,51 @@ async def settle(
     event: bytes | None,
     respond: Respond | None = None,
 ) -> None:
-    """Exactly one per admitted request, even when the handler is cancelled meanwhile.
+    """Exactly one per admitted request, whatever happens to Redis or to the handler.
 
     With ``respond`` (what sends the answer to the client), the settle is written to Redis
     first (with the other commands of this loop tick), then the answer is sent, and the
     handler is done: the client does not wait for a Redis round trip, anyone who reads the
-    ledger after seeing the answer still finds the settle applied (Redis received it before
-    the client received anything), and the reply is checked by a callback rather than by
-    resuming the handler. A failed reply (NOSCRIPT, a dropped connection) re-runs the settle
-    in the background with the retry flag, which applies it only if the first attempt did
-    not (settle.lua is idempotent under retries); shutdown waits for both.
+    ledger after seeing the answer finds the settle applied (Redis received it before the
+    client received anything), and the reply is checked by a callback rather than by
+    resuming the handler.
 
-    Without ``respond``, or when the pipelined connection is down, the settle is awaited.
-    Not wrapped in ``asyncio.shield`` (one more Task and loop step per request): a cancelled
-    handler's settle is re-run in the background with the retry flag.
+    Whenever the outcome is unknown (the reply failed, was late, or the handler was
+    cancelled), the settle is handed to the keeper (``relaygate.settles``), which journals it
+    and replays it until Redis applies it; settle.lua applies it exactly once however many
+    times it arrives. So an answered request is never left uncharged by a Redis outage.
     """
     meta = job.meta
     call = ledger.SettleCall(
-        keys=(*job.ledger_keys, meta.stream_key, meta.orphans_key, meta.resv_key),
+        keys=(*job.ledger_keys, meta.stream_key, meta.orphans_key, meta.resv_key, meta.reaped_key),
         reserved=job.reserved,
         actual=actual,
         orphan_fields=(meta.token_orphan, meta.user_orphan),
         member=job.member,
+        rid=job.rid,
         event=event,
     )
-
-    def again(retry: bool) -> Coroutine[Any, Any, tuple[int, bool]]:
-        return ledger.settle(rt.scripts, rt.hot, call, retry=retry)
-
     sent = ledger.send_settle(rt.scripts, rt.hot, call) if respond is not None else None
     if sent is None or respond is None:
-        await _settled(rt, job, again)
+        await _settle_now(rt, call)
         if respond is not None:
             await respond()
         return
     reply, written = sent
-    rt.watch(reply, lambda: _settled(rt, job, again, retry=True))
+    rt.watch(reply, lambda: rt.settles.keep(call))
     await written
     await respond()
 
 
-async def _settled(
-    rt: Runtime,
-    job: Job,
-    again: Callable[[bool], Coroutine[Any, Any, tuple[int, bool]]],
-    *,
-    retry: bool = False,
-) -> None:
+async def _settle_now(rt: Runtime, call: ledger.SettleCall) -> None:
     try:
-        await again(retry)
+        await ledger.settle(rt.scripts, rt.hot, call)
     except asyncio.CancelledError:
-        rt.spawn(again(True))
+        rt.settles.keep(call)
         raise
     except RedisError as exc:
-        # The reservation stays open and the reaper refunds it; the event is lost only if
-        # Redis itself is gone, in which case the counters are gone with it.
-        log.error("settle failed for request %s: %s", job.rid, exc)
+        log.warning("settle of request %s kept for replay: %s", call.rid, exc)
+        rt.settles.keep(call)
 
 
 def usage_event(
@@ -463,13 +479,14 @@ async def _handle(
     rates = rt.prices.rates(model, meta.group)
     if rates is None:
         raise errors.model_price_missing(model)
-    want, full, max_field = output_bounds(
-        body, ep, rates.pricing, rt.settings.default_completion_allowance
-    )
+    bound = output_bounds(body, ep, rates.pricing, rt.settings.max_reserve_tokens)
+    rates = rates.times(bound.calls)
     prompt_bound = len(raw) + IMAGE_TOKEN_BOUND * raw.count(b"image_url")
     rplan = rates.plan(prompt_bound)
+    if rt.settles.pending >= MAX_KEPT:
+        raise errors.LEDGER_UNAVAILABLE
     meta, res, ledger_keys, member = await reserve(
-        rt, meta, key_hash, model, ip, rid, rplan.base, rplan.per_token_micro, want, full
+        rt, meta, key_hash, model, ip, rid, rplan.base, rplan.per_token_micro, bound.full
     )
     job = Job(
         rid=rid,
@@ -486,9 +503,12 @@ async def _handle(
     settled = False
     try:
         modified = False
-        if res.clamp_tokens and max_field is not None:
-            n = body.get("n") or 1 if ep.dialect == dialects.OPENAI else 1
-            dialects.set_max_output(body, ep.dialect, max_field, max(1, res.clamp_tokens // n))
+        # The upstream is never allowed more output than was reserved.
+        per_choice = res.clamp_tokens // bound.choices if res.clamp_tokens else bound.send
+        if res.clamp_tokens and per_choice < 1:
+            raise _CODE_ERRORS[Code.TOKEN_QUOTA]  # not one token for each choice
+        if per_choice and bound.field is not None:
+            dialects.set_max_output(body, ep.dialect, bound.field, per_choice)
             modified = True
         inject_usage = False
         if stream and ep.dialect == dialects.OPENAI:
