@@ -159,16 +159,9 @@ class Flusher:
         consumer until then, and is dropped (to be re-read from the pending list) if the
         current batch fails.
         """
+        await self.housekeeping()
         entries = await self._take_prefetched()
         if entries is None:
-            now = time.monotonic()
-            if now - self._last_claim >= self.settings.flush_claim_idle_ms / 2000:
-                self._last_claim = now
-                if await self.claim_abandoned():
-                    self._own_pending = True
-            if now - self._last_reap >= REAP_INTERVAL:
-                self._last_reap = now
-                await self.reap()
             entries = await self.read()
         if not entries:
             return 0
@@ -182,6 +175,19 @@ class Flusher:
             await self._drop_prefetch()
             raise
         return len(entries)
+
+    async def housekeeping(self) -> None:
+        """Claim abandoned entries and reap, each when due, on every round: under a steady
+        full load every round takes a prefetched batch, and skipping these then would leave
+        a dead flusher's entries and dead relays' reservations alone for as long as it lasts."""
+        now = time.monotonic()
+        if now - self._last_claim >= self.settings.flush_claim_idle_ms / 2000:
+            self._last_claim = now
+            if await self.claim_abandoned():
+                self._own_pending = True
+        if now - self._last_reap >= REAP_INTERVAL:
+            self._last_reap = now
+            await self.reap()
 
     async def _take_prefetched(self) -> list[Entry] | None:
         task, self._prefetch = self._prefetch, None
