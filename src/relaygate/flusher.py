@@ -8,6 +8,10 @@ the same consumer re-reads them. One killed after the commit gets them redeliver
 unique key skips them. While PostgreSQL is down, entries wait in Redis (pending) and the
 flusher retries with backoff.
 
+An event that can never be recorded (malformed, or refused by PostgreSQL for a data reason:
+the batch is bisected to find it) is moved to its shard's dead-letter stream
+(``KeyScheme.dead_letter``) with the reason, atomically with its XACK + XDEL.
+
 The flusher also runs the reaper: reservations whose deadline passed without a settle
 (their relay died mid-request) are refunded atomically (reap.lua).
 """
@@ -30,7 +34,7 @@ from relaygate import events, ledger
 from relaygate.config import Settings
 from relaygate.events import MalformedEvent
 from relaygate.keys import STREAM_GROUP, KeyScheme
-from relaygate.ledger import Scripts
+from relaygate.ledger import Script, Scripts
 from relaygate.store.logs import PartitionKeeper, empty_columns, write_columns
 
 log = logging.getLogger(__name__)
@@ -85,6 +89,10 @@ class Flusher:
         self.scripts = scripts
         self.keys = KeyScheme(settings.key_prefix, settings.shards)
         self.streams = self.keys.streams()
+        self._dead_keys = {
+            self.keys.stream(i): self.keys.dead_letter(i) for i in range(settings.shards)
+        }
+        self._dead_letter_script = Script("dead_letter")
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
         self.partitions = PartitionKeeper()
         self._own_pending = True  # start by re-reading anything already ours
@@ -94,6 +102,7 @@ class Flusher:
         self._prefetch: asyncio.Task[list[Entry]] | None = None
         self.flushed = 0
         self.reaped = 0
+        self.dead_lettered = 0  # entries moved to a dead-letter stream by this process
 
     async def setup(self) -> None:
         for stream in self.streams:
@@ -235,32 +244,71 @@ class Flusher:
         return _flatten(reply)
 
     async def write(self, entries: list[Entry]) -> None:
+        """Record the batch. Malformed entries, and entries PostgreSQL refuses for a data
+        reason (found by bisecting, see ``_write_range``), go to the dead-letter stream; an
+        outage raises (the round is retried and nothing is dead-lettered)."""
         cols = empty_columns()
-        dead: list[Entry] = []
+        rows: list[Entry] = []  # the entry of each column position
         for entry in entries:
             fields = entry[2]
             if fields is None:
                 continue  # deleted before we got to it: nothing to write
             try:
                 append_fields(cols, fields)
-            except (MalformedEvent, TypeError, ValueError):
-                dead.append(entry)
-        for stream, entry_id, fields in dead:
-            log.error(
-                "malformed usage event %s in %s moved to the dead-letter stream", entry_id, stream
-            )
-            await self.redis.xadd(
-                f"{stream}:dead", {k: v for k, v in (fields or {}).items()} or {"empty": "1"}
-            )
-        n = len(cols[0])
+            except (MalformedEvent, TypeError, ValueError) as exc:
+                await self.dead_letter(entry, f"malformed: {exc}")
+                continue
+            rows.append(entry)
+        n = len(rows)
         if not n:
             return
+        refused: list[tuple[int, str]] = []
         async with self.pool.acquire() as conn:
             await self.partitions.ensure(conn, cols[1])
-            new = await write_columns(conn, cols)
+            new = await self._write_range(conn, cols, 0, n, refused)
+        for i, reason in refused:
+            await self.dead_letter(rows[i], reason)
         self.flushed += new
-        if new != n:
-            log.info("skipped %d already-recorded events (redelivery)", n - new)
+        if new + len(refused) != n:
+            log.info("skipped %d already-recorded events (redelivery)", n - new - len(refused))
+
+    async def _write_range(
+        self, conn: Any, cols: list[list[Any]], lo: int, hi: int, refused: list[tuple[int, str]]
+    ) -> int:
+        """Write rows ``lo:hi``; if PostgreSQL refuses them for a data reason, split in two and
+        retry each half, so every good row lands and the bad ones end in ``refused`` (one
+        poison event would otherwise fail the whole batch forever). Each part commits on its
+        own; a redelivery after a crash mid-way skips the committed ones by the unique key."""
+        try:
+            return await write_columns(conn, [c[lo:hi] for c in cols])
+        except Exception as exc:
+            if not is_data_error(exc):
+                raise
+            if hi - lo == 1:
+                refused.append((lo, f"refused by PostgreSQL: {type(exc).__name__}: {exc}"[:500]))
+                return 0
+        mid = (lo + hi) // 2
+        return await self._write_range(conn, cols, lo, mid, refused) + await self._write_range(
+            conn, cols, mid, hi, refused
+        )
+
+    async def dead_letter(self, entry: Entry, reason: str) -> None:
+        """Move one entry to its dead-letter stream (atomically acked and deleted, so a retry
+        never appends it twice); counted and logged once."""
+        stream, entry_id, _ = entry
+        moved = await self._dead_letter_script(
+            self.redis,
+            (stream, self._dead_keys[stream]),
+            (STREAM_GROUP, entry_id, reason),
+        )
+        if int(moved):
+            self.dead_lettered += 1
+            log.error(
+                "usage event %s in %s moved to the dead-letter stream: %s",
+                entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
+                stream,
+                reason,
+            )
 
     async def ack(self, entries: list[Entry]) -> None:
         by_stream: dict[str, list[bytes]] = {}
@@ -335,6 +383,16 @@ class Flusher:
             log.warning("refunded %d reservations left by relays that died mid-request", refunded)
         self.reaped += refunded
         return refunded
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """PostgreSQL (or asyncpg encoding the arguments) refused the values themselves: retrying
+    the same rows can never succeed. Anything else (connection lost, server shutting down,
+    too many connections, timeouts) is an outage: retried, never dead-lettered."""
+    # Server side: SQLSTATE class 22 (data exception: numeric value out of range, invalid
+    # text representation, character not in repertoire, ...). Client side: asyncpg's own
+    # DataError ("invalid input for query argument"), an InterfaceError + ValueError.
+    return isinstance(exc, (asyncpg.DataError, asyncpg.exceptions._base.DataError))
 
 
 def _flatten(reply: Any) -> list[Entry]:
