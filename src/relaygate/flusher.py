@@ -136,6 +136,8 @@ class Flusher:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if is_nogroup(exc):
+                    await self._recreate_groups()  # then the usual (short at first) backoff
                 expected = (
                     OSError,
                     asyncpg.PostgresError,
@@ -158,6 +160,18 @@ class Flusher:
                 except TimeoutError:
                     pass
                 backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _recreate_groups(self) -> bool:
+        """NOGROUP: Redis lost the streams with their group (restarted empty). Without the
+        group every read fails forever, so create it again; entries appended since the
+        restart are read from the start. True if that worked."""
+        log.warning("consumer group missing (Redis restarted empty?); creating it again")
+        try:
+            await self.setup()
+        except RedisError as exc:
+            log.warning("re-creating the consumer groups failed: %s", exc)
+            return False
+        return True
 
     async def round(self) -> int:
         """One read-write-ack cycle; returns how many entries were handled.
@@ -383,6 +397,11 @@ class Flusher:
             log.warning("refunded %d reservations left by relays that died mid-request", refunded)
         self.reaped += refunded
         return refunded
+
+
+def is_nogroup(exc: BaseException) -> bool:
+    """Redis has no such stream or consumer group (XREADGROUP, XAUTOCLAIM, XACK)."""
+    return isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP")
 
 
 def is_data_error(exc: BaseException) -> bool:
