@@ -12,8 +12,9 @@ An event that can never be recorded (malformed, or refused by PostgreSQL for a d
 the batch is bisected to find it) is moved to its shard's dead-letter stream
 (``KeyScheme.dead_letter``) with the reason, atomically with its XACK + XDEL.
 
-The flusher also runs the reaper: reservations whose deadline passed without a settle
-(their relay died mid-request) are refunded atomically (reap.lua).
+The flusher also runs the reaper: the open reservations of a relay that died (its heartbeat
+stayed absent for heartbeat_ttl) are refunded atomically (reap.lua), each leaving a reaped
+marker for a settle that may still arrive.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import logging
 import os
 import socket
 import time
-from typing import Any, cast
+from typing import Any
 
 import asyncpg
 from redis.asyncio import Redis
@@ -102,6 +103,8 @@ class Flusher:
         self._prefetch: asyncio.Task[list[Entry]] | None = None
         self.flushed = 0
         self.reaped = 0
+        # Relay instance -> monotonic time its heartbeat was first found absent (see reap).
+        self._absent_since: dict[str, float] = {}
         self.dead_lettered = 0  # entries moved to a dead-letter stream by this process
 
     async def setup(self) -> None:
@@ -358,18 +361,25 @@ class Flusher:
         return claimed_any
 
     async def reap(self) -> int:
-        """Refund reservations whose relay never settled them: past their deadline, or held
-        by a relay whose heartbeat lapsed (the process died)."""
-        now = int(time.time())
+        """One reaper pass: refund the open reservations of relays that are dead, and prune
+        old reaped markers.
+
+        Only a dead relay's reservations are refunded, never one for its deadline alone: a
+        live relay still settles (or replays the settle of) everything it holds, however
+        long the stream ran or Redis was away, and a refund under it would be charged twice
+        or given back twice. Dead = its heartbeat key was absent on two passes at least
+        ``heartbeat_ttl`` apart (a live relay refreshes it every third of that, so a Redis
+        restart that lost the key does not make it look dead). Every member is looked at
+        (ZSCAN): live relays' entries may fill the head of the zset.
+        """
+        wall = int(time.time())
+        passed = time.monotonic()
         refunded = 0
         alive: dict[str, bool] = {}
         for shard in range(self.settings.shards):
             zkey = self.keys.reservations_of_shard(shard)
-            entries = cast(
-                list[tuple[bytes, float]],
-                await self.redis.zrange(zkey, 0, REAP_PAGE - 1, withscores=True),
-            )
-            for raw, deadline in entries:
+            reaped_key = self.keys.reaped_of_shard(shard)
+            async for raw, _deadline in self.redis.zscan_iter(zkey, count=REAP_PAGE):
                 member = raw.decode() if isinstance(raw, bytes) else str(raw)
                 try:
                     r = ledger.parse_reservation_member(member)
@@ -377,26 +387,40 @@ class Flusher:
                     log.error("malformed reservation %r removed", member)
                     await self.redis.zrem(zkey, member)
                     continue
-                if deadline > now:
-                    if r.instance not in alive:
-                        alive[r.instance] = bool(
-                            await self.redis.exists(self.keys.heartbeat(r.instance))
-                        )
-                    if alive[r.instance]:
-                        continue
+                if r.instance not in alive:
+                    alive[r.instance] = await self._relay_alive(r.instance, passed)
+                if alive[r.instance]:
+                    continue
                 keys = (
                     self.keys.token(r.user_id, r.token_id),
                     self.keys.user(r.user_id),
                     self.keys.token_day(r.user_id, r.token_id, r.day),
                     self.keys.token_month(r.user_id, r.token_id, r.month),
                     zkey,
+                    reaped_key,
                 )
                 if await ledger.reap(self.scripts, self.redis, keys, member, r.amount):
                     refunded += 1
+            await self.redis.zremrangebyscore(
+                reaped_key, "-inf", f"({wall - self.settings.reaped_retention}"
+            )
+        # Forget instances that hold nothing any more (their reservations are all gone).
+        for instance in list(self._absent_since):
+            if instance not in alive:
+                del self._absent_since[instance]
         if refunded:
             log.warning("refunded %d reservations left by relays that died mid-request", refunded)
         self.reaped += refunded
         return refunded
+
+    async def _relay_alive(self, instance: str, now: float) -> bool:
+        """False only once the relay's heartbeat was absent on two passes at least
+        heartbeat_ttl apart; the first absence is remembered, a presence forgets it."""
+        if await self.redis.exists(self.keys.heartbeat(instance)):
+            self._absent_since.pop(instance, None)
+            return True
+        first = self._absent_since.setdefault(instance, now)
+        return now - first < self.settings.heartbeat_ttl
 
 
 def is_nogroup(exc: BaseException) -> bool:

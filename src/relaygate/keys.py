@@ -48,6 +48,14 @@ class KeyScheme:
         """Open reservations (zset scored by deadline), refunded by the reaper if never settled."""
         return f"{self.prefix}:{{{shard}}}:resv"
 
+    def reaped(self, user_id: int) -> str:
+        return self.reaped_of_shard(user_id % self.shards)
+
+    def reaped_of_shard(self, shard: int) -> str:
+        """Reservations the reaper refunded (zset: request id -> unix time of the refund), so
+        that a late settle can tell "reaped: charge from zero" from "already applied"."""
+        return f"{self.prefix}:{{{shard}}}:reaped"
+
     def stream_of_user(self, user_id: int) -> str:
         return self.stream(user_id % self.shards)
 

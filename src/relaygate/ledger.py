@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import hashlib
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -259,7 +260,10 @@ def parse_reservation_member(member: str) -> OpenReservation:
 async def reap(
     scripts: Scripts, conn: Executor, keys: Sequence[str], member: str, amount: int
 ) -> bool:
-    return bool(int(await scripts.reap(conn, keys, (member, amount))))
+    """Refund one open reservation unless it was settled or reaped already. ``keys``: token,
+    user, day, month, reservations zset, reaped zset (the refund is marked there by rid)."""
+    rid = member.split("|", 1)[0]
+    return bool(int(await scripts.reap(conn, keys, (member, amount, rid, int(time.time())))))
 
 
 def token_orphan_field(token_id: int) -> str:

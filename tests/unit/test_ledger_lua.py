@@ -24,6 +24,7 @@ UID, TID = 5, 7
 TOK, USER = KEYS.token(UID, TID), KEYS.user(UID)
 DAY, MONTH = KEYS.token_day(UID, TID, "20260101"), KEYS.token_month(UID, TID, "202601")
 STREAM, ORPH, RESV = KEYS.stream_of_user(UID), KEYS.orphans(UID), KEYS.reservations(UID)
+REAPED = KEYS.reaped(UID)
 SCRIPTS = Scripts.load()
 
 
@@ -67,7 +68,9 @@ def _req(
 
 
 async def _reserve(conn: Conn, req: ReserveRequest) -> ledger.Reservation:
-    return await ledger.reserve(SCRIPTS, conn, (TOK, USER, DAY, MONTH, RESV), req, (100, 100))
+    return await ledger.reserve(
+        SCRIPTS, conn, (TOK, USER, DAY, MONTH, RESV, REAPED), req, (100, 100)
+    )
 
 
 async def _settle(
@@ -171,9 +174,9 @@ async def test_settle_retry_is_idempotent_and_reaped_reservation_charges_from_ze
     # b's relay "dies": reaper refunds; a late settle then charges the full actual amount
     await _reserve(conn, _req("b"))
     bm = ledger.reservation_member(f"b|{TID}|{UID}|20260101|202601|i1", 100)
-    assert await ledger.reap(SCRIPTS, conn, (TOK, USER, DAY, MONTH, RESV), bm, 100)
+    assert await ledger.reap(SCRIPTS, conn, (TOK, USER, DAY, MONTH, RESV, REAPED), bm, 100)
     assert used(conn) == 80
-    assert not await ledger.reap(SCRIPTS, conn, (TOK, USER, DAY, MONTH, RESV), bm, 100)
+    assert not await ledger.reap(SCRIPTS, conn, (TOK, USER, DAY, MONTH, RESV, REAPED), bm, 100)
     await _settle(conn, "b", 100, 50)
     assert used(conn) == 130
 
@@ -239,7 +242,9 @@ class LedgerModel(RuleBasedStateMachine):
             amount = self.open.pop(rid)
             member = ledger.reservation_member(f"{rid}|{TID}|{UID}|20260101|202601|i1", amount)
             assert self.run(
-                ledger.reap(SCRIPTS, self.conn, (TOK, USER, DAY, MONTH, RESV), member, amount)
+                ledger.reap(
+                    SCRIPTS, self.conn, (TOK, USER, DAY, MONTH, RESV, REAPED), member, amount
+                )
             )
 
     @rule(delta=st.integers(0, 500))

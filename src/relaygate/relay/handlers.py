@@ -288,7 +288,10 @@ async def release_lost_reservation(
             async for raw, _deadline in rt.redis.zscan_iter(resv_key, match=f"{prefix}|*"):
                 member = raw.decode() if isinstance(raw, bytes) else str(raw)
                 amount = int(member.rsplit("|", 1)[1])
-                await ledger.reap(rt.scripts, rt.redis, (*ledger_keys, resv_key), member, amount)
+                reaped = rt.keys.reaped(ledger.parse_reservation_member(member).user_id)
+                await ledger.reap(
+                    rt.scripts, rt.redis, (*ledger_keys, resv_key, reaped), member, amount
+                )
             return
         except RedisError as exc:
             log.warning("releasing a lost reservation failed (%s); retrying", exc)
