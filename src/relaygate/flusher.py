@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -36,7 +37,7 @@ from relaygate.config import Settings
 from relaygate.events import MalformedEvent
 from relaygate.keys import STREAM_GROUP, KeyScheme
 from relaygate.ledger import Script, Scripts
-from relaygate.store.logs import PartitionKeeper, empty_columns, write_columns
+from relaygate.store.logs import PartitionKeeper, empty_columns, month_bounds, write_columns
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,21 @@ def append_fields(cols: list[list[Any]], f: dict[bytes, bytes]) -> None:
         ESTIMATED_NOTE if '"estimated":true' in other else "",
         other,
     )
+    if not _storable_day(values[1] // 86400):
+        raise MalformedEvent(f"timestamp {values[1]} fits no log partition")
     for col, value in zip(cols, values, strict=True):
         col.append(value)
+
+
+@functools.lru_cache(maxsize=64)
+def _storable_day(day: int) -> bool:
+    """Whether a log partition can be named for this day (month_bounds works: a year in
+    1..9999). Otherwise the partition step would fail every round for one bad event."""
+    try:
+        month_bounds(day * 86400)
+    except (ValueError, OverflowError, OSError):
+        return False
+    return True
 
 
 class Flusher:

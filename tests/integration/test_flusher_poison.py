@@ -148,3 +148,25 @@ async def test_dead_letter_is_exactly_once_when_the_ack_is_retried(
     assert [r[0] for r in await _logged(env)] == ["good"]
     assert await env.redis.xlen(f"{env.keys.stream_of_user(uid)}:dead") == 1
     assert await env.redis.xlen(env.keys.stream_of_user(uid)) == 0
+
+
+async def test_event_with_impossible_timestamp_is_dead_lettered(env: Any) -> None:
+    """A timestamp no month partition can hold (year > 9999, or beyond time_t) used to fail
+    the partition step of every round (ValueError, or an OSError taken for an outage)."""
+    uid, tok = await _world(env)
+    await _add(env, uid, tok, "good1")
+    for rid, ts in (("bad-year", 10**12), ("bad-time-t", 10**17), ("bad-int64", 10**19)):
+        ev = {"rid": rid, "ts": ts, "user": uid, "token": tok}
+        await env.redis.xadd(env.keys.stream_of_user(uid), {"quota": 1, "event": events.encode(ev)})
+    await _add(env, uid, tok, "good2")
+    f = Flusher(env.settings, env.pool, env.redis, Scripts.load())
+    await f.setup()
+    await _rounds(f)
+    assert [r[0] for r in await _logged(env)] == ["good1", "good2"]
+    dead = await env.redis.xrange(env.keys.dead_letter(env.keys.shard_of(uid)))
+    assert sorted(events.decode(fields)["rid"] for _, fields in dead) == [
+        "bad-int64",
+        "bad-time-t",
+        "bad-year",
+    ]
+    assert await env.redis.xlen(env.keys.stream_of_user(uid)) == 0
