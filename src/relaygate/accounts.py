@@ -89,6 +89,10 @@ class Accounts:
         orphans_key = self.keys.orphans(t.user_id)
         for _ in range(INIT_ATTEMPTS):
             seen = int(await self.redis.hget(orphans_key, t.orphan_field) or 0)
+            # The stream is read BEFORE the snapshot: an event the flusher commits in between
+            # is then a candidate that the snapshot reports present (counted once, in
+            # used_quota). Read after the snapshot, it would be in neither.
+            found = await self._unflushed(t.user_id, t.kind, t.ident) if seen else {}
             async with (
                 self.pool.acquire() as conn,
                 conn.transaction(isolation="repeatable_read", readonly=True),
@@ -96,7 +100,12 @@ class Accounts:
                 row = await conn.fetchrow(t.row_query, t.ident)
                 if row is None:
                     raise LedgerMissing(f"{t.kind} {t.ident}")
-                pending = await self._unflushed(conn, t.user_id, t.kind, t.ident) if seen else 0
+                present: set[str] = set()
+                if found:
+                    rids, tss = [k[0] for k in found], [k[1] for k in found]
+                    recs = await conn.fetch(queries.LOGS_PRESENT, rids, tss)
+                    present = {r["request_id"] for r in recs}
+            pending = sum(q for (rid, _), q in found.items() if rid not in present)
             fields = t.fields(row)
             fields["used"] = int(row["used_quota"]) + pending
             result = await ledger.sync(
@@ -107,8 +116,10 @@ class Accounts:
                 return
         raise RuntimeError(f"{t.kind} {t.ident}: ledger rebuild kept racing settles")
 
-    async def _unflushed(self, conn: Any, user_id: int, field: str, ident: int) -> int:
-        """Quota of this token's/user's stream events that PostgreSQL has not recorded."""
+    async def _unflushed(self, user_id: int, field: str, ident: int) -> dict[tuple[str, int], int]:
+        """Candidate unflushed events of this token/user: (request id, ts) -> quota, from the
+        stream. Which of them PostgreSQL already has is decided by the caller, in a snapshot
+        taken after this read."""
         stream = self.keys.stream_of_user(user_id)
         found: dict[tuple[str, int], int] = {}
         start = "-"
@@ -127,12 +138,7 @@ class Accounts:
             if len(page) < STREAM_PAGE:
                 break
             start = "(" + page[-1][0].decode()
-        if not found:
-            return 0
-        rids = [k[0] for k in found]
-        tss = [k[1] for k in found]
-        present = {r["request_id"] for r in await conn.fetch(queries.LOGS_PRESENT, rids, tss)}
-        return sum(q for (rid, _), q in found.items() if rid not in present)
+        return found
 
     # --- management writes -----------------------------------------------------------------
 

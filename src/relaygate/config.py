@@ -49,6 +49,9 @@ class Settings:
     # A relay refreshes its heartbeat key every third of this; when it lapses (the process
     # died), the reaper refunds that relay's open reservations without waiting for their TTL.
     heartbeat_ttl: int = 15
+    # Seconds a reaped marker (request id of a refunded reservation, for a late settle to
+    # charge from zero) is kept before the reaper prunes it.
+    reaped_retention: int = 7 * 86400
     upstream_connect_timeout: float = 10.0
     # Deadline of every Redis call (seconds): past it the relay answers 503 ledger_unavailable
     # rather than wait, and a settle is kept and replayed (see relaygate.settles).
@@ -184,6 +187,7 @@ FIELDS: dict[str, tuple[str, Parser]] = {
     "upstream_timeout": ("RELAYGATE_UPSTREAM_TIMEOUT", _parse_float),
     "reservation_ttl": ("RELAYGATE_RESERVATION_TTL", lambda n, r: _parse_int(n, r, 1)),
     "heartbeat_ttl": ("RELAYGATE_HEARTBEAT_TTL", lambda n, r: _parse_int(n, r, 3, 3600)),
+    "reaped_retention": ("RELAYGATE_REAPED_RETENTION", lambda n, r: _parse_int(n, r, 1)),
     "upstream_connect_timeout": ("RELAYGATE_UPSTREAM_CONNECT_TIMEOUT", _parse_float),
     "redis_timeout": ("RELAYGATE_REDIS_TIMEOUT", _parse_positive_float),
     "journal_dir": ("RELAYGATE_JOURNAL_DIR", _parse_path),

@@ -8,19 +8,25 @@ the same consumer re-reads them. One killed after the commit gets them redeliver
 unique key skips them. While PostgreSQL is down, entries wait in Redis (pending) and the
 flusher retries with backoff.
 
-The flusher also runs the reaper: reservations whose deadline passed without a settle
-(their relay died mid-request) are refunded atomically (reap.lua).
+An event that can never be recorded (malformed, or refused by PostgreSQL for a data reason:
+the batch is bisected to find it) is moved to its shard's dead-letter stream
+(``KeyScheme.dead_letter``) with the reason, atomically with its XACK + XDEL.
+
+The flusher also runs the reaper: the open reservations of a relay that died (its heartbeat
+stayed absent for heartbeat_ttl) are refunded atomically (reap.lua), each leaving a reaped
+marker for a settle that may still arrive.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
 import time
-from typing import Any, cast
+from typing import Any
 
 import asyncpg
 from redis.asyncio import Redis
@@ -30,8 +36,8 @@ from relaygate import events, ledger
 from relaygate.config import Settings
 from relaygate.events import MalformedEvent
 from relaygate.keys import STREAM_GROUP, KeyScheme
-from relaygate.ledger import Scripts
-from relaygate.store.logs import PartitionKeeper, empty_columns, write_columns
+from relaygate.ledger import Script, Scripts
+from relaygate.store.logs import PartitionKeeper, empty_columns, month_bounds, write_columns
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +77,21 @@ def append_fields(cols: list[list[Any]], f: dict[bytes, bytes]) -> None:
         ESTIMATED_NOTE if '"estimated":true' in other else "",
         other,
     )
+    if not _storable_day(values[1] // 86400):
+        raise MalformedEvent(f"timestamp {values[1]} fits no log partition")
     for col, value in zip(cols, values, strict=True):
         col.append(value)
+
+
+@functools.lru_cache(maxsize=64)
+def _storable_day(day: int) -> bool:
+    """Whether a log partition can be named for this day (month_bounds works: a year in
+    1..9999). Otherwise the partition step would fail every round for one bad event."""
+    try:
+        month_bounds(day * 86400)
+    except (ValueError, OverflowError, OSError):
+        return False
+    return True
 
 
 class Flusher:
@@ -85,6 +104,10 @@ class Flusher:
         self.scripts = scripts
         self.keys = KeyScheme(settings.key_prefix, settings.shards)
         self.streams = self.keys.streams()
+        self._dead_keys = {
+            self.keys.stream(i): self.keys.dead_letter(i) for i in range(settings.shards)
+        }
+        self._dead_letter_script = Script("dead_letter")
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
         self.partitions = PartitionKeeper()
         self._own_pending = True  # start by re-reading anything already ours
@@ -94,6 +117,9 @@ class Flusher:
         self._prefetch: asyncio.Task[list[Entry]] | None = None
         self.flushed = 0
         self.reaped = 0
+        # Relay instance -> monotonic time its heartbeat was first found absent (see reap).
+        self._absent_since: dict[str, float] = {}
+        self.dead_lettered = 0  # entries moved to a dead-letter stream by this process
 
     async def setup(self) -> None:
         for stream in self.streams:
@@ -127,6 +153,8 @@ class Flusher:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if is_nogroup(exc):
+                    await self._recreate_groups()  # then the usual (short at first) backoff
                 expected = (
                     OSError,
                     asyncpg.PostgresError,
@@ -150,6 +178,18 @@ class Flusher:
                     pass
                 backoff = min(backoff * 2, MAX_BACKOFF)
 
+    async def _recreate_groups(self) -> bool:
+        """NOGROUP: Redis lost the streams with their group (restarted empty). Without the
+        group every read fails forever, so create it again; entries appended since the
+        restart are read from the start. True if that worked."""
+        log.warning("consumer group missing (Redis restarted empty?); creating it again")
+        try:
+            await self.setup()
+        except RedisError as exc:
+            log.warning("re-creating the consumer groups failed: %s", exc)
+            return False
+        return True
+
     async def round(self) -> int:
         """One read-write-ack cycle; returns how many entries were handled.
 
@@ -159,16 +199,9 @@ class Flusher:
         consumer until then, and is dropped (to be re-read from the pending list) if the
         current batch fails.
         """
+        await self.housekeeping()
         entries = await self._take_prefetched()
         if entries is None:
-            now = time.monotonic()
-            if now - self._last_claim >= self.settings.flush_claim_idle_ms / 2000:
-                self._last_claim = now
-                if await self.claim_abandoned():
-                    self._own_pending = True
-            if now - self._last_reap >= REAP_INTERVAL:
-                self._last_reap = now
-                await self.reap()
             entries = await self.read()
         if not entries:
             return 0
@@ -182,6 +215,19 @@ class Flusher:
             await self._drop_prefetch()
             raise
         return len(entries)
+
+    async def housekeeping(self) -> None:
+        """Claim abandoned entries and reap, each when due, on every round: under a steady
+        full load every round takes a prefetched batch, and skipping these then would leave
+        a dead flusher's entries and dead relays' reservations alone for as long as it lasts."""
+        now = time.monotonic()
+        if now - self._last_claim >= self.settings.flush_claim_idle_ms / 2000:
+            self._last_claim = now
+            if await self.claim_abandoned():
+                self._own_pending = True
+        if now - self._last_reap >= REAP_INTERVAL:
+            self._last_reap = now
+            await self.reap()
 
     async def _take_prefetched(self) -> list[Entry] | None:
         task, self._prefetch = self._prefetch, None
@@ -229,32 +275,71 @@ class Flusher:
         return _flatten(reply)
 
     async def write(self, entries: list[Entry]) -> None:
+        """Record the batch. Malformed entries, and entries PostgreSQL refuses for a data
+        reason (found by bisecting, see ``_write_range``), go to the dead-letter stream; an
+        outage raises (the round is retried and nothing is dead-lettered)."""
         cols = empty_columns()
-        dead: list[Entry] = []
+        rows: list[Entry] = []  # the entry of each column position
         for entry in entries:
             fields = entry[2]
             if fields is None:
                 continue  # deleted before we got to it: nothing to write
             try:
                 append_fields(cols, fields)
-            except (MalformedEvent, TypeError, ValueError):
-                dead.append(entry)
-        for stream, entry_id, fields in dead:
-            log.error(
-                "malformed usage event %s in %s moved to the dead-letter stream", entry_id, stream
-            )
-            await self.redis.xadd(
-                f"{stream}:dead", {k: v for k, v in (fields or {}).items()} or {"empty": "1"}
-            )
-        n = len(cols[0])
+            except (MalformedEvent, TypeError, ValueError) as exc:
+                await self.dead_letter(entry, f"malformed: {exc}")
+                continue
+            rows.append(entry)
+        n = len(rows)
         if not n:
             return
+        refused: list[tuple[int, str]] = []
         async with self.pool.acquire() as conn:
             await self.partitions.ensure(conn, cols[1])
-            new = await write_columns(conn, cols)
+            new = await self._write_range(conn, cols, 0, n, refused)
+        for i, reason in refused:
+            await self.dead_letter(rows[i], reason)
         self.flushed += new
-        if new != n:
-            log.info("skipped %d already-recorded events (redelivery)", n - new)
+        if new + len(refused) != n:
+            log.info("skipped %d already-recorded events (redelivery)", n - new - len(refused))
+
+    async def _write_range(
+        self, conn: Any, cols: list[list[Any]], lo: int, hi: int, refused: list[tuple[int, str]]
+    ) -> int:
+        """Write rows ``lo:hi``; if PostgreSQL refuses them for a data reason, split in two and
+        retry each half, so every good row lands and the bad ones end in ``refused`` (one
+        poison event would otherwise fail the whole batch forever). Each part commits on its
+        own; a redelivery after a crash mid-way skips the committed ones by the unique key."""
+        try:
+            return await write_columns(conn, [c[lo:hi] for c in cols])
+        except Exception as exc:
+            if not is_data_error(exc):
+                raise
+            if hi - lo == 1:
+                refused.append((lo, f"refused by PostgreSQL: {type(exc).__name__}: {exc}"[:500]))
+                return 0
+        mid = (lo + hi) // 2
+        return await self._write_range(conn, cols, lo, mid, refused) + await self._write_range(
+            conn, cols, mid, hi, refused
+        )
+
+    async def dead_letter(self, entry: Entry, reason: str) -> None:
+        """Move one entry to its dead-letter stream (atomically acked and deleted, so a retry
+        never appends it twice); counted and logged once."""
+        stream, entry_id, _ = entry
+        moved = await self._dead_letter_script(
+            self.redis,
+            (stream, self._dead_keys[stream]),
+            (STREAM_GROUP, entry_id, reason),
+        )
+        if int(moved):
+            self.dead_lettered += 1
+            log.error(
+                "usage event %s in %s moved to the dead-letter stream: %s",
+                entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
+                stream,
+                reason,
+            )
 
     async def ack(self, entries: list[Entry]) -> None:
         by_stream: dict[str, list[bytes]] = {}
@@ -290,18 +375,25 @@ class Flusher:
         return claimed_any
 
     async def reap(self) -> int:
-        """Refund reservations whose relay never settled them: past their deadline, or held
-        by a relay whose heartbeat lapsed (the process died)."""
-        now = int(time.time())
+        """One reaper pass: refund the open reservations of relays that are dead, and prune
+        old reaped markers.
+
+        Only a dead relay's reservations are refunded, never one for its deadline alone: a
+        live relay still settles (or replays the settle of) everything it holds, however
+        long the stream ran or Redis was away, and a refund under it would be charged twice
+        or given back twice. Dead = its heartbeat key was absent on two passes at least
+        ``heartbeat_ttl`` apart (a live relay refreshes it every third of that, so a Redis
+        restart that lost the key does not make it look dead). Every member is looked at
+        (ZSCAN): live relays' entries may fill the head of the zset.
+        """
+        wall = int(time.time())
+        passed = time.monotonic()
         refunded = 0
         alive: dict[str, bool] = {}
         for shard in range(self.settings.shards):
             zkey = self.keys.reservations_of_shard(shard)
-            entries = cast(
-                list[tuple[bytes, float]],
-                await self.redis.zrange(zkey, 0, REAP_PAGE - 1, withscores=True),
-            )
-            for raw, deadline in entries:
+            reaped_key = self.keys.reaped_of_shard(shard)
+            async for raw, _deadline in self.redis.zscan_iter(zkey, count=REAP_PAGE):
                 member = raw.decode() if isinstance(raw, bytes) else str(raw)
                 try:
                     r = ledger.parse_reservation_member(member)
@@ -309,27 +401,55 @@ class Flusher:
                     log.error("malformed reservation %r removed", member)
                     await self.redis.zrem(zkey, member)
                     continue
-                if deadline > now:
-                    if r.instance not in alive:
-                        alive[r.instance] = bool(
-                            await self.redis.exists(self.keys.heartbeat(r.instance))
-                        )
-                    if alive[r.instance]:
-                        continue
+                if r.instance not in alive:
+                    alive[r.instance] = await self._relay_alive(r.instance, passed)
+                if alive[r.instance]:
+                    continue
                 keys = (
                     self.keys.token(r.user_id, r.token_id),
                     self.keys.user(r.user_id),
                     self.keys.token_day(r.user_id, r.token_id, r.day),
                     self.keys.token_month(r.user_id, r.token_id, r.month),
                     zkey,
-                    self.keys.reaped_of_shard(shard),
+                    reaped_key,
                 )
                 if await ledger.reap(self.scripts, self.redis, keys, member, r.amount):
                     refunded += 1
+            await self.redis.zremrangebyscore(
+                reaped_key, "-inf", f"({wall - self.settings.reaped_retention}"
+            )
+        # Forget instances that hold nothing any more (their reservations are all gone).
+        for instance in list(self._absent_since):
+            if instance not in alive:
+                del self._absent_since[instance]
         if refunded:
             log.warning("refunded %d reservations left by relays that died mid-request", refunded)
         self.reaped += refunded
         return refunded
+
+    async def _relay_alive(self, instance: str, now: float) -> bool:
+        """False only once the relay's heartbeat was absent on two passes at least
+        heartbeat_ttl apart; the first absence is remembered, a presence forgets it."""
+        if await self.redis.exists(self.keys.heartbeat(instance)):
+            self._absent_since.pop(instance, None)
+            return True
+        first = self._absent_since.setdefault(instance, now)
+        return now - first < self.settings.heartbeat_ttl
+
+
+def is_nogroup(exc: BaseException) -> bool:
+    """Redis has no such stream or consumer group (XREADGROUP, XAUTOCLAIM, XACK)."""
+    return isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP")
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """PostgreSQL (or asyncpg encoding the arguments) refused the values themselves: retrying
+    the same rows can never succeed. Anything else (connection lost, server shutting down,
+    too many connections, timeouts) is an outage: retried, never dead-lettered."""
+    # Server side: SQLSTATE class 22 (data exception: numeric value out of range, invalid
+    # text representation, character not in repertoire, ...). Client side: asyncpg's own
+    # DataError ("invalid input for query argument"), an InterfaceError + ValueError.
+    return isinstance(exc, (asyncpg.DataError, asyncpg.exceptions._base.DataError))
 
 
 def _flatten(reply: Any) -> list[Entry]:

@@ -69,6 +69,11 @@ class KeyScheme:
     def streams(self) -> list[str]:
         return [self.stream(s) for s in range(self.shards)]
 
+    def dead_letter(self, shard: int) -> str:
+        """Usage events the flusher could not record (malformed, or refused by PostgreSQL for
+        a data reason), each with ``dead_reason``: for operators (XLEN / XRANGE)."""
+        return f"{self.stream(shard)}:dead"
+
     def heartbeat(self, instance: str) -> str:
         """Present while the relay process ``instance`` is alive (short TTL, refreshed)."""
         return f"{self.prefix}:relay:{instance}"

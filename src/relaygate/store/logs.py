@@ -14,8 +14,8 @@ INSERT INTO logs (request_id, created_at, type, user_id, username, token_id, tok
                   model_name, channel_id, "group", quota, prompt_tokens, completion_tokens,
                   use_time_ms, is_stream, ip, content, other)
 SELECT * FROM unnest($1::text[], $2::bigint[], $3::int[], $4::bigint[], $5::text[], $6::bigint[],
-                     $7::text[], $8::text[], $9::bigint[], $10::text[], $11::bigint[], $12::int[],
-                     $13::int[], $14::int[], $15::bool[], $16::text[], $17::text[], $18::text[])
+                     $7::text[], $8::text[], $9::bigint[], $10::text[], $11::bigint[], $12::bigint[],
+                     $13::bigint[], $14::bigint[], $15::bool[], $16::text[], $17::text[], $18::text[])
 ON CONFLICT (request_id, created_at) DO NOTHING
 RETURNING token_id, user_id, channel_id, quota, created_at
 """
