@@ -71,8 +71,37 @@ def set_max_output(body: dict[str, Any], dialect: str, field: str, tokens: int) 
         body[field] = tokens
 
 
+MAX_REPORTED_TOKENS = 10**12  # more than any provider can report; beyond it, a broken upstream
+
+
+def _tokens(value: Any) -> int | None:
+    """A token count an upstream reported, or None when it is not one (a string, a float, a
+    bool, negative, absurdly large): such usage is not believed, the answer is estimated."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_REPORTED_TOKENS:
+        return value
+    return None
+
+
+def _sum_tokens(usage: dict[str, Any], names: tuple[str, ...]) -> int | None:
+    total = 0
+    for name in names:
+        value = usage.get(name)
+        if value is None:
+            continue
+        count = _tokens(value)
+        if count is None:
+            return None
+        total += count
+    return total
+
+
+_CLAUDE_INPUT = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+
+
 def read_usage(obj: Any) -> tuple[int, int] | None:
-    """(prompt, completion) from a response body or a stream event, in any dialect."""
+    """(prompt, completion) from a response body or a stream event, in any dialect; prompt
+    -1 = the event reports the output count only (Claude's message_delta). None when there
+    is no usage or it is malformed (the caller then bills an estimate)."""
     if not isinstance(obj, dict):
         return None
     usage = obj.get("usage")
@@ -80,27 +109,50 @@ def read_usage(obj: Any) -> tuple[int, int] | None:
         message = obj.get("message")  # Claude's message_start event
         usage = message.get("usage") if isinstance(message, dict) else None
     if isinstance(usage, dict):
-        prompt = usage.get("prompt_tokens")
-        if prompt is None and "input_tokens" in usage:
-            prompt = sum(
-                int(usage.get(k) or 0)
-                for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
-            )
-        completion = usage.get("completion_tokens", usage.get("output_tokens", 0))
-        if isinstance(prompt, int) and isinstance(completion, int | None):
-            return max(prompt, 0), max(completion or 0, 0)
-        if prompt is None and isinstance(completion, int):  # Claude message_delta: output only
-            return -1, max(completion, 0)
-        return None
+        raw_prompt = usage.get("prompt_tokens")
+        if raw_prompt is None and "input_tokens" in usage:
+            prompt = _sum_tokens(usage, _CLAUDE_INPUT)
+        elif raw_prompt is None:
+            prompt = -1
+        else:
+            prompt = _tokens(raw_prompt)
+        raw_completion = usage.get("completion_tokens", usage.get("output_tokens"))
+        completion = 0 if raw_completion is None else _tokens(raw_completion)
+        if prompt is None or completion is None or (prompt == -1 and raw_completion is None):
+            return None
+        return prompt, completion
     meta = obj.get("usageMetadata")
     if isinstance(meta, dict):
-        prompt = meta.get("promptTokenCount", 0)
-        completion = int(meta.get("candidatesTokenCount") or 0) + int(
-            meta.get("thoughtsTokenCount") or 0
-        )
-        if isinstance(prompt, int):
-            return max(prompt, 0), completion
+        prompt = _tokens(meta.get("promptTokenCount", 0))
+        completion = _sum_tokens(meta, ("candidatesTokenCount", "thoughtsTokenCount"))
+        if prompt is None or completion is None:
+            return None
+        return prompt, completion
     return None
+
+
+_TEXT_KEYS = frozenset(
+    ("content", "text", "arguments", "partial_json", "reasoning_content", "thinking", "refusal")
+)
+
+
+def text_bytes(obj: Any) -> int:
+    """UTF-8 bytes of the answer's text in a response body or stream event, any dialect
+    (message/delta content, Claude text and tool input, Gemini parts, tool arguments): what
+    an estimate of the completion is made from when the upstream reports no usage, the same
+    for a stream and for a body."""
+    if isinstance(obj, dict):
+        total = 0
+        for key, value in obj.items():
+            if isinstance(value, str):
+                if key in _TEXT_KEYS:
+                    total += len(value.encode())
+            elif isinstance(value, dict | list):
+                total += text_bytes(value)
+        return total
+    if isinstance(obj, list):
+        return sum(text_bytes(v) for v in obj)
+    return 0
 
 
 def upstream_path(dialect: str, path: str, model: str, stream: bool) -> str:

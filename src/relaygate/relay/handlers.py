@@ -46,6 +46,7 @@ RUNTIME: web.AppKey[Runtime] = web.AppKey("relaygate.runtime", Runtime)
 IMAGE_TOKEN_BOUND = 1500  # prompt tokens one image may cost (gpt-4o high detail, 2048 px)
 MAX_RESERVE_ROUNDS = 4
 MAX_CHANNEL_ATTEMPTS = 2
+MAX_HELD = 64 * 1024  # bytes after the end marker held for the last write; beyond, sent on
 JSON_CT = "application/json"
 
 _CODE_ERRORS: dict[Code, RelayError] = {
@@ -568,12 +569,19 @@ async def forward(
             log.warning("channel %d unreachable (%s)", channel.id, type(exc).__name__)
             continue
         try:
-            if up.status >= 400 or not stream:
+            if up.status >= 400 or not stream or not _is_event_stream(up):
+                # An upstream that answers a stream request with a plain body is billed
+                # (and passed on) like any body: it delivered the answer.
                 return await _non_stream(request, rt, job, channel, up, t_up)
             return await _stream(request, rt, job, channel, up, inject_usage, t_up, ep.dialect)
         finally:
             up.release()
     raise errors.UPSTREAM_UNREACHABLE
+
+
+def _is_event_stream(up: aiohttp.ClientResponse) -> bool:
+    kind = up.headers.get("Content-Type", "text/event-stream").lower()
+    return "text/event-stream" in kind or "ndjson" in kind
 
 
 def _common_headers(job: Job, overhead_ms: float) -> dict[str, str]:
@@ -635,7 +643,10 @@ async def _whole_stream(
         actual = job.rates.charge(prompt, completion)
         event = usage_event(job, channel, prompt, completion, True, False)
     elif sse.done:
-        prompt, completion = estimate_tokens(job.body_bytes), sse.content_events
+        prompt, completion = (
+            estimate_tokens(job.body_bytes),
+            estimate_tokens(sse.answer_text_bytes()),
+        )
         actual = job.rates.charge(prompt, completion)
         event = usage_event(job, channel, prompt, completion, True, True)
     else:  # the upstream broke off: refund in full, pass on what came
@@ -651,13 +662,18 @@ async def _whole_stream(
 
 
 def _usage_from_body(data: bytes, job: Job) -> tuple[int, int, bool]:
+    """(prompt, completion, estimated): the upstream's usage, or, when it reports none or
+    none that is made of token counts, an estimate from the request and the answer's text."""
     try:
-        parsed = dialects.read_usage(orjson.loads(data))
+        body = orjson.loads(data)
     except orjson.JSONDecodeError:
-        parsed = None
+        return estimate_tokens(job.body_bytes), estimate_tokens(len(data)), True
+    parsed = dialects.read_usage(body)
     if parsed is not None and parsed[0] >= 0:
         return parsed[0], parsed[1], False
-    return estimate_tokens(job.body_bytes), estimate_tokens(len(data)), True
+    if isinstance(body, dict) and body.get("usage", body.get("usageMetadata")) is not None:
+        log.warning("upstream usage not made of token counts; billed by estimate")
+    return estimate_tokens(job.body_bytes), estimate_tokens(dialects.text_bytes(body)), True
 
 
 async def _stream(
@@ -685,14 +701,13 @@ async def _stream(
     # headers + events + end in a single write).
     held = b""
     client_gone = False
-    upstream_failed = False
     cancelled = False
     try:
         async for chunk in up.content.iter_any():
             out = sse.feed(chunk)
             if not out:
                 continue
-            if sse.done:
+            if sse.done and len(held) < MAX_HELD:
                 held += out
                 continue
             try:
@@ -707,7 +722,6 @@ async def _stream(
         client_gone = cancelled = True
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         log.warning("channel %d failed mid-stream (%s)", channel.id, type(exc).__name__)
-        upstream_failed = True
 
     async def finish() -> None:
         if not client_gone:
@@ -716,8 +730,10 @@ async def _stream(
             ):
                 await resp.write_eof(held)
 
-    if upstream_failed or (not client_gone and not sse.done and sse.usage is None):
-        # The upstream broke off: refund in full (the client sees a truncated stream).
+    if sse.usage is None and not sse.done and not client_gone:
+        # The upstream broke off before the answer ended: refund in full (the client sees a
+        # truncated stream). One that broke off after its usage or its end marker delivered
+        # the whole answer, and is charged below.
         await settle(rt, job, 0, None, finish)
         return resp, True
     if sse.usage is not None:
@@ -725,7 +741,7 @@ async def _stream(
         estimated = False
     else:
         prompt = estimate_tokens(job.body_bytes)
-        completion = sse.content_events
+        completion = estimate_tokens(sse.answer_text_bytes())
         estimated = True
     actual = job.rates.charge(prompt, completion)
     event = usage_event(job, channel, prompt, completion, True, estimated)

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import orjson
 
-from relaygate.relay.dialects import CLAUDE, GEMINI, OPENAI, read_usage
+from relaygate.relay.dialects import CLAUDE, GEMINI, OPENAI, read_usage, text_bytes
 
 MAX_PARTIAL = 1 << 20  # flush an unterminated event beyond 1 MiB rather than hold it
-_TAIL = 160  # bytes at the end of a block that hold OpenAI's or Claude's final event
+MAX_KEPT_FOR_ESTIMATE = 8 << 20  # delivered bytes kept to estimate an answer without usage
 
 # per dialect: what marks a content event, what marks the end of the answer
 _CONTENT = {OPENAI: b'"delta"', CLAUDE: b'"delta"', GEMINI: b'"candidates"'}
@@ -32,6 +32,8 @@ class SSEUsageFilter:
         "_content",
         "_end",
         "_end_anywhere",
+        "_kept",
+        "_kept_bytes",
         "_sep",
         "content_events",
         "done",
@@ -44,6 +46,10 @@ class SSEUsageFilter:
         self.strip = strip_usage_chunk
         self.usage: tuple[int, int] | None = None
         self.content_events = 0
+        # The delivered events, kept by reference (no copy) only to estimate the answer's
+        # length should the upstream report no usage; bounded.
+        self._kept: list[bytes] = []
+        self._kept_bytes = 0
         self.done = False
         self._content = _CONTENT[dialect]
         self._end = _END[dialect]
@@ -73,13 +79,45 @@ class SSEUsageFilter:
         end += len(sep)
         ready, self._buf = buf[:end], buf[end:]
         self.content_events += ready.count(self._content)
+        if self._kept_bytes < MAX_KEPT_FOR_ESTIMATE:
+            self._kept.append(ready)
+            self._kept_bytes += len(ready)
         if not self.done:
-            tail = ready if self._end_anywhere or len(ready) <= _TAIL else ready[-_TAIL:]
-            if self._end in tail:
-                self.done = True
+            if self._end_anywhere:
+                # Gemini: the unescaped key can only be JSON structure, never answer text.
+                self.done = self._end in ready
+            else:
+                self.done = self._is_end_event(ready, sep)
         if b'"usage' in ready:
             ready = self._take_usage(ready)
         return ready
+
+    def _is_end_event(self, ready: bytes, sep: bytes) -> bool:
+        """The block's last event is the dialect's end of answer, as a whole event: OpenAI's
+        ``data: [DONE]``, Claude's ``event: message_stop``. Text inside a content delta is
+        JSON-escaped on one data line, so it can never look like either."""
+        body_end = len(ready) - len(sep)
+        start = ready.rfind(sep, 0, body_end)
+        last = ready[start + len(sep) if start >= 0 else 0 : body_end].strip()
+        if self._end == b"[DONE]":
+            return last in (b"data: [DONE]", b"data:[DONE]")
+        return last.startswith((b"event: message_stop", b"event:message_stop")) or (
+            last.startswith(b"data:") and last[5:].lstrip().startswith(b'{"type":"message_stop"')
+        )
+
+    def answer_text_bytes(self) -> int:
+        """Bytes of the answer's text in the delivered events (see dialects.text_bytes), over
+        the first MAX_KEPT_FOR_ESTIMATE bytes delivered."""
+        text = 0
+        for block in self._kept:
+            for line in block.split(b"\n"):
+                if not line.startswith(b"data:"):
+                    continue
+                try:
+                    text += text_bytes(orjson.loads(line[5:].strip()))
+                except orjson.JSONDecodeError:
+                    continue
+        return text
 
     def flush(self) -> bytes:
         rest, self._buf = self._buf, b""
