@@ -17,7 +17,6 @@ orphan count moved meanwhile, and the rebuild starts over.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from redis.asyncio import Redis
 from relaygate import events, ledger
 from relaygate.keys import KeyScheme, msg_token, msg_user
 from relaygate.ledger import STATUS_DELETED, Scripts
+from relaygate.singleflight import SingleFlight
 from relaygate.store import queries
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class Accounts:
         self.redis = redis
         self.scripts = scripts
         self.keys = keys
-        self._rebuilds: dict[tuple[str, int], asyncio.Future[None]] = {}
+        self._rebuilds: SingleFlight[tuple[str, int], None] = SingleFlight()
 
     # --- rebuild -------------------------------------------------------------------------
 
@@ -78,12 +78,8 @@ class Accounts:
     async def _single_flight(
         self, key: tuple[str, int], start: Callable[[], Awaitable[None]]
     ) -> None:
-        running = self._rebuilds.get(key)
-        if running is None:
-            running = asyncio.ensure_future(start())
-            self._rebuilds[key] = running
-            running.add_done_callback(lambda _: self._rebuilds.pop(key, None))
-        await asyncio.shield(running)
+        """One rebuild per hash however many requests find it missing (``SingleFlight``)."""
+        await self._rebuilds.run(key, start)
 
     async def _rebuild(self, t: _Target) -> None:
         orphans_key = self.keys.orphans(t.user_id)

@@ -9,7 +9,9 @@ flight is never lost.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import hmac
 import logging
 import secrets
 import time
@@ -91,11 +93,40 @@ def check_token_name(name: str) -> None:
         raise AdminError("Token name is too long (at most 50 bytes)")
 
 
-def hash_password(password: str) -> str:
-    """scrypt with a random salt; passwords are optional (no login route yet) but never plain."""
+async def hash_password(password: str) -> str:
+    """scrypt with a random salt; passwords are optional (no login route yet) but never plain.
+
+    scrypt costs ~60 ms of CPU by design, and the management API is served by the relay's
+    own event loop: run inline it would stall every request in flight, so it runs in a
+    thread (hashlib releases the GIL while it works).
+    """
+    return await asyncio.to_thread(_scrypt_hash, password)
+
+
+async def verify_password(password: str, stored: str) -> bool:
+    """Does ``password`` match a ``hash_password`` value? Off the event loop, as hashing."""
+    return await asyncio.to_thread(_scrypt_verify, password, stored)
+
+
+def _scrypt(password: str, salt: bytes) -> bytes:
+    return hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1)
+
+
+def _scrypt_hash(password: str) -> str:
     salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1)
-    return f"scrypt${salt.hex()}${digest.hex()}"
+    return f"scrypt${salt.hex()}${_scrypt(password, salt).hex()}"
+
+
+def _scrypt_verify(password: str, stored: str) -> bool:
+    scheme, _, rest = stored.partition("$")
+    salt_hex, _, digest_hex = rest.partition("$")
+    if scheme != "scrypt" or not salt_hex or not digest_hex:
+        return False
+    try:
+        salt, digest = bytes.fromhex(salt_hex), bytes.fromhex(digest_hex)
+    except ValueError:
+        return False
+    return hmac.compare_digest(_scrypt(password, salt), digest)
 
 
 def check_username(username: str) -> str:
@@ -165,6 +196,7 @@ class Admin:
         if password:
             check_password(password)
         access = new_access_token()
+        password_hash = await hash_password(password) if password else ""
         try:
             async with self.pool.acquire() as conn:
                 user_id = await conn.fetchval(
@@ -172,7 +204,7 @@ class Admin:
                     " access_token_hash, password_hash, email, remark)"
                     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
                     username, display_name or username, role, group, quota, hash_secret(access),
-                    hash_password(password) if password else "", email, remark,
+                    password_hash, email, remark,
                 )  # fmt: skip
         except asyncpg.UniqueViolationError:
             raise AdminError(f"username {username!r} is already taken") from None
@@ -271,7 +303,7 @@ class Admin:
                 value = check_username(value)
             if field == "password":
                 check_password(value)
-                field, value = "password_hash", hash_password(value)
+                field, value = "password_hash", await hash_password(value)
             args.append(value)
             sets.append(f'"{field}" = ${len(args)}')
         if sets:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from relaygate.keys import KeyScheme
+from relaygate.singleflight import SingleFlight
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 NEGATIVE_CACHE_MAX = 100_000
@@ -132,7 +133,7 @@ class TokenCache:
         self._hash_of_id: dict[int, bytes] = {}
         self._ids_of_user: dict[int, set[int]] = {}
         self._unknown: dict[bytes, float] = {}
-        self._inflight: dict[bytes, asyncio.Future[TokenMeta | None]] = {}
+        self._inflight: SingleFlight[bytes, TokenMeta | None] = SingleFlight()
         self.hits = 0
         self.misses = 0
         self.stale_served = 0
@@ -167,24 +168,18 @@ class TokenCache:
             return meta
 
     async def load(self, key_hash: bytes) -> TokenMeta | None:
-        """Load (or join the load already under way) and store the result."""
-        pending = self._inflight.get(key_hash)
-        if pending is not None:
-            return await asyncio.shield(pending)
+        """Load (or join the load already under way) and store the result.
+
+        The load runs in its own task (``SingleFlight``): a waiter that is cancelled, the
+        one that started it included, leaves the load and the other waiters alone.
+        """
+        return await self._inflight.run(key_hash, lambda: self._load(key_hash))
+
+    async def _load(self, key_hash: bytes) -> TokenMeta | None:
+        """One PostgreSQL load; stores the result even if every waiter has gone meanwhile."""
         self.misses += 1
-        fut: asyncio.Future[TokenMeta | None] = asyncio.get_running_loop().create_future()
-        self._inflight[key_hash] = fut
-        try:
-            async with self._load_slots:
-                meta = await self._loader(key_hash)
-        except BaseException as exc:
-            fut.set_exception(exc)
-            fut.exception()  # mark retrieved: waiters re-raise it themselves
-            raise
-        else:
-            fut.set_result(meta)
-        finally:
-            del self._inflight[key_hash]
+        async with self._load_slots:
+            meta = await self._loader(key_hash)
         if meta is None:
             self._forget_hash(key_hash)
             if len(self._unknown) >= NEGATIVE_CACHE_MAX:
