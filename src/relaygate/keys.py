@@ -1,8 +1,10 @@
 """The Redis key scheme (DESIGN.md "Redis keys"), in one place.
 
 Every key a script touches carries the hash tag of the owning user's shard
-(``{s}``, ``s = user_id mod SHARDS``), so each script's keys share one slot and
-run unchanged on Redis Cluster. No other module builds a key name by hand.
+(``{s}``, ``s = user_id mod SHARDS``), so each script's keys share one slot: the scripts
+are Cluster-safe. The clients are not yet (the flusher reads every shard's stream in one
+XREADGROUP, the hot connection has no MOVED/ASK handling): relaygate runs on a single Redis
+(with replicas) today. No other module builds a key name by hand.
 """
 
 from __future__ import annotations
