@@ -8,6 +8,7 @@ the quota, no request logged twice, no reservation left, no request hung."""
 from __future__ import annotations
 
 import asyncio
+import os
 import pathlib
 import random
 import time
@@ -24,12 +25,14 @@ from .helpers import bearer, flush_all
 from .privredis import PrivateRedis
 from .test_money_exact import _app_on, long_answer_upstream
 
-DURATION = 14.0
+DURATION = float(os.environ.get("RELAYGATE_SOAK_SECONDS", "0"))
 CLIENTS = 12
 HANG_BOUND = 20.0  # seconds: deadline + upstream time + generous slack
 
 
-async def _faults(redis: PrivateRedis, url: str, log: Counter[str], stop: asyncio.Event) -> None:
+async def _fault_cycle(redis: PrivateRedis, url: str, log: Counter[str]) -> None:
+    """One round of every fault, ~12 s: stall, SCRIPT FLUSH, kill + AOF restart, stall."""
+
     async def at(t0: float, when: float) -> None:
         await asyncio.sleep(max(0.0, t0 + when - time.monotonic()))
 
@@ -54,6 +57,16 @@ async def _faults(redis: PrivateRedis, url: str, log: Counter[str], stop: asynci
     log["redis_stall"] += 1
     await asyncio.sleep(1.0)
     redis.resume()
+    await at(t0, 12)
+
+
+async def _faults(redis: PrivateRedis, url: str, log: Counter[str], stop: asyncio.Event) -> None:
+    """Fault cycles for RELAYGATE_SOAK_SECONDS (default one cycle; ``make soak`` runs 600)."""
+    end = time.monotonic() + DURATION
+    while True:
+        await _fault_cycle(redis, url, log)
+        if time.monotonic() >= end:
+            break
     stop.set()
 
 
