@@ -146,6 +146,19 @@ async def test_stalled_redis_fails_requests_fast_and_recovers_without_restart(
         await client.close()
 
 
+async def _reserved(server: PrivateRedis, resv_key: str) -> None:
+    """Wait until the request in flight holds its reservation (it is then at the upstream)."""
+    redis = Redis.from_url(server.url)
+    try:
+        for _ in range(200):
+            if await redis.zcard(resv_key):
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("the request never reserved")
+    finally:
+        await redis.aclose()
+
+
 async def _settled_books(env: Any, redis: Redis, uid: int, tok_id: int) -> tuple[int, int, int]:
     used = int(await redis.hget(env.keys.token(uid, tok_id), "used") or 0)
     async with env.pool.acquire() as conn:
@@ -170,7 +183,7 @@ async def test_answer_delivered_during_a_redis_outage_is_charged_and_logged_once
         req = asyncio.create_task(
             client.post("/v1/chat/completions", json=slow, headers=bearer(tok.key))
         )
-        await asyncio.sleep(0.25)
+        await _reserved(private_redis, env.keys.reservations(uid))
         private_redis.stop()
         resp = await req
         body = await resp.json()
@@ -212,7 +225,7 @@ async def test_settles_kept_at_shutdown_are_replayed_by_the_next_relay(
     req = asyncio.create_task(
         client.post("/v1/chat/completions", json=slow, headers=bearer(tok.key))
     )
-    await asyncio.sleep(0.25)
+    await _reserved(private_redis, env.keys.reservations(uid))
     private_redis.stop()
     resp = await req
     body = await resp.json()
