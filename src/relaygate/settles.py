@@ -248,7 +248,9 @@ class SettleKeeper:
                 if not healthy:
                     await self._heartbeat()
                 await self.replay_one()
-            except (RedisError, OSError, TimeoutError) as exc:
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis away or refusing; never let the replayer die
                 if healthy:
                     log.warning("ledger replay waits for Redis (%s); %d kept", exc, self.pending)
                 healthy = False
