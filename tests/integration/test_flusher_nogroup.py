@@ -6,12 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import time
 from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from relaygate import events
 from relaygate.flusher import Flusher
 from relaygate.ledger import Scripts
+from tests.conftest import free_port
 
 
 async def _logged(env: Any) -> int:
@@ -55,3 +61,55 @@ async def test_flusher_recreates_consumer_groups_after_nogroup(env: Any) -> None
 
 async def _is(env: Any, n: int) -> bool:
     return await _logged(env) == n
+
+
+async def _start_redis(port: int, workdir: str) -> asyncio.subprocess.Process:
+    """A private, persistence-less redis-server on a free loopback port (never the shared
+    one: this test kills it)."""
+    proc = await asyncio.create_subprocess_exec(
+        "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+        "--appendonly", "no", "--dir", workdir,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    probe = Redis(port=port)
+    try:
+        for _ in range(100):
+            with contextlib.suppress(RedisError, OSError):
+                if await probe.ping():
+                    return proc
+            await asyncio.sleep(0.05)
+    finally:
+        await probe.aclose()
+    proc.kill()
+    await proc.wait()
+    raise RuntimeError("private redis-server did not start")
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+async def test_flusher_recovers_after_private_redis_restarts_empty(env: Any, tmp_path: Any) -> None:
+    uid, _ = await env.root_user()
+    tok = int((await env.admin.create_token(uid, "t", remain_quota=10**6)).id)
+    port = free_port()
+    proc = await _start_redis(port, str(tmp_path))
+    redis = Redis(port=port)
+    private = type(env)(**{**env.__dict__, "redis": redis})
+    f = Flusher(env.settings, env.pool, redis, Scripts.load())
+    stop = asyncio.Event()
+    task = asyncio.create_task(f.run(stop))
+    try:
+        await _add(private, uid, tok, "before")
+        assert await _until(lambda: _is(env, 1))
+        proc.kill()  # Redis dies and comes back empty
+        await proc.wait()
+        proc = await _start_redis(port, str(tmp_path))
+        await asyncio.sleep(0.3)  # the flusher reconnects and meets NOGROUP
+        await _add(private, uid, tok, "after")
+        assert await _until(lambda: _is(env, 2), timeout=15), "flusher stuck on NOGROUP"
+    finally:
+        stop.set()
+        with contextlib.suppress(asyncio.TimeoutError, RedisError, OSError):
+            await asyncio.wait_for(task, 5)
+        await redis.aclose()
+        proc.kill()
+        await proc.wait()
