@@ -43,8 +43,8 @@ class Settings:
     cache_ttl: float = 60.0
     negative_cache_ttl: float = 5.0
     upstream_timeout: float = 600.0
-    # Seconds after which a reservation that was never settled (its relay died) is refunded.
-    # Must exceed upstream_timeout; checked at start.
+    # Deadline recorded with each reservation (seconds). Informational: the reaper refunds
+    # only reservations whose relay is dead (heartbeat lapsed). Must exceed upstream_timeout.
     reservation_ttl: int = 900
     # A relay refreshes its heartbeat key every third of this; when it lapses (the process
     # died), the reaper refunds that relay's open reservations without waiting for their TTL.

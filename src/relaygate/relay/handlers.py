@@ -2,8 +2,9 @@
 one reserve EVALSHA -> forward (streaming passes bytes through) -> one settle EVALSHA.
 
 No PostgreSQL round trip on a warm cache. Every exit after a successful reservation goes
-through exactly one settle (charge, or refund with ``actual = 0``); a request whose relay
-dies before settling is refunded by the reaper once its reservation deadline passes.
+through exactly one settle (charge, or refund with ``actual = 0``), kept and replayed when
+Redis cannot take it (relaygate.settles); a request whose relay dies before settling is
+refunded by the reaper once that relay's heartbeat has lapsed.
 """
 
 from __future__ import annotations
