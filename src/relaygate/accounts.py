@@ -17,6 +17,8 @@ orphan count moved meanwhile, and the rebuild starts over.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -35,6 +37,8 @@ log = logging.getLogger(__name__)
 
 STREAM_PAGE = 1000
 INIT_ATTEMPTS = 8
+OUTBOX_BATCH = 100
+RECONCILE_SECONDS = 2.0  # how soon a change whose push failed reaches Redis once it is back
 
 
 class LedgerMissing(LookupError):
@@ -138,43 +142,102 @@ class Accounts:
 
     # --- management writes -----------------------------------------------------------------
 
+    async def push(self, kind: str, ident: int) -> None:
+        """Push one outbox entry: ``kind`` is "token" or "user"."""
+        if kind == "token":
+            await self.push_token(ident)
+        else:
+            await self.push_user(ident)
+
     async def push_token(self, token_id: int) -> None:
-        """Copy a committed token row into its ledger hash (if present) and invalidate caches."""
+        """Copy a committed token row into its ledger hash (if present) and invalidate caches.
+
+        Version-checked (sync.lua "update"), so pushes may run late, twice or out of order:
+        Redis only ever moves forward to PostgreSQL's newest row. Clears the outbox entry up
+        to the version pushed.
+        """
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow(queries.TOKEN_LEDGER_ROW, token_id)
         if row is None:
+            await self._outbox_done("token", token_id, None)
             return
         user_id = int(row["user_id"])
-        await ledger.sync(
-            self.scripts,
-            self.redis,
+        await self._sync_update(
             self.keys.token(user_id, token_id),
-            self.keys.orphans(user_id),
-            "update",
+            user_id,
             int(row["ver"]),
             ledger.token_orphan_field(token_id),
-            0,
             token_fields(row),
         )
         await self.redis.publish(self.keys.inval_channel, msg_token(token_id))
+        await self._outbox_done("token", token_id, int(row["ver"]))
 
     async def push_user(self, user_id: int) -> None:
+        """As ``push_token``, for the user's hash (limit and status; ``ver``-checked too)."""
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow(queries.USER_LEDGER_ROW, user_id)
         if row is None:
+            await self._outbox_done("user", user_id, None)
             return
-        await ledger.sync(
-            self.scripts,
-            self.redis,
+        await self._sync_update(
             self.keys.user(user_id),
-            self.keys.orphans(user_id),
-            "update",
+            user_id,
             int(row["ver"]),
             ledger.user_orphan_field(user_id),
-            0,
             user_fields(row),
         )
         await self.redis.publish(self.keys.inval_channel, msg_user(user_id))
+        await self._outbox_done("user", user_id, int(row["ver"]))
+
+    async def _sync_update(
+        self, hash_key: str, user_id: int, ver: int, orphan: str, fields: dict[str, int | str]
+    ) -> None:
+        await ledger.sync(
+            self.scripts, self.redis, hash_key, self.keys.orphans(user_id), "update",
+            ver, orphan, 0, fields,
+        )  # fmt: skip
+
+    async def _outbox_done(self, kind: str, ident: int, ver: int | None) -> None:
+        async with self.pool.acquire() as conn:
+            if ver is None:
+                await conn.execute(queries.OUTBOX_DROP, kind, ident)
+            else:
+                await conn.execute(queries.OUTBOX_DONE, kind, ident, ver)
+
+    async def reconcile_once(self, batch: int = OUTBOX_BATCH) -> int:
+        """Push the oldest outbox entries; returns how many were pushed.
+
+        A failing push ends the round (Redis is down for all of them); the entry stays for
+        the next round.
+        """
+        async with self.pool.acquire() as conn:
+            due = await conn.fetch(queries.OUTBOX_DUE, batch)
+        for entry in due:
+            await self.push(str(entry["kind"]), int(entry["id"]))
+        return len(due)
+
+    async def run_reconciler(
+        self, stop: asyncio.Event, interval: float = RECONCILE_SECONDS
+    ) -> None:
+        """Until ``stop``: carry committed management writes whose push failed into Redis.
+
+        Why it exists: a write commits in PostgreSQL first and pushes after; if Redis (or the
+        writer) fails in between, the outbox row written in the same transaction is the
+        promise that the change still reaches every relay. Several reconcilers may run (one
+        per worker): pushes are version-checked and idempotent.
+        """
+        while not stop.is_set():
+            try:
+                pushed = await self.reconcile_once()
+            except Exception as exc:  # Redis or PostgreSQL down: retry next round
+                log.warning("ledger outbox: push failed (%s); retrying in %.0fs", exc, interval)
+                pushed = 0
+            if pushed >= OUTBOX_BATCH:
+                continue  # a backlog: keep going
+            if pushed:
+                log.info("ledger outbox: pushed %d pending change(s)", pushed)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
 
     # --- live figures --------------------------------------------------------------------
 

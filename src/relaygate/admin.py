@@ -1,10 +1,14 @@
 """Management operations shared by the CLI and the management API.
 
-Each write commits to PostgreSQL (bumping the row's ``ver``), then carries the change into
-the Redis ledger and announces it (``Accounts.push_*``), so that every relay honours it on
-its next request. Quota edits never overwrite ``used``: a top-up adds to ``limit``, and
-"set remain to X" becomes ``limit := used_live + X`` (DESIGN.md "The ledger"), so spend in
-flight is never lost.
+PostgreSQL first, Redis derived. Each write to a user or token row bumps its ``ver`` and, in
+the same transaction, adds a ``ledger_outbox`` row; after the commit the row is pushed to its
+Redis ledger hash, version-checked (``Accounts.push_*``), and announced, so every relay
+honours it on its next request. If that push fails, the change stays committed and the
+outbox row stays: the reconciler (``Accounts.run_reconciler``) pushes it once Redis is back,
+and the caller hears so in one line (``LedgerPending``). Redis is never written before
+PostgreSQL commits, so nothing is ever half-applied or has to be undone. Quota edits never
+overwrite ``used``: a top-up adds to ``limit`` (at most once per operation id), and "set
+remain to X" becomes ``limit := used_live + X`` (DESIGN.md "The ledger").
 """
 
 from __future__ import annotations
@@ -20,11 +24,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+from redis.exceptions import RedisError
 
-from relaygate.accounts import Accounts
+from relaygate.accounts import Accounts, LedgerMissing
 from relaygate.cache import parse_allow_ips
 from relaygate.credentials import hash_secret, mask_key, new_access_token, new_token_key
 from relaygate.keys import msg_channel
+from relaygate.store import queries
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +40,29 @@ ROLE_ROOT = 100
 ROLES = {"user": ROLE_USER, "admin": ROLE_ADMIN, "root": ROLE_ROOT}
 MAX_QUOTA = 500_000 * 1_000_000_000  # New API's bound: 1e9 dollars of quota units
 MAX_TOKEN_NAME_BYTES = 50
-# How often "set remain" retries when spend lands between its read of ``used`` and its write
-# of ``limit`` (each retry is a couple of Redis round trips; contention is brief).
-PIN_ATTEMPTS = 3  # set_remain.lua cannot conflict; retries only rebuild a missing hash
+# What a lost Redis (or a PostgreSQL gone between commit and push) raises.
+LEDGER_ERRORS = (RedisError, OSError, asyncpg.PostgresError)
+MSG_LEDGER_DOWN = "The quota ledger (Redis) is unreachable; nothing was changed. Try again later."
+MAX_OP_ID = 128
 CHANNEL_STATUSES = (1, 2, 3)
 USER_UPDATABLE = ("username", "display_name", "password", "group", "email", "remark")
 
 
 class AdminError(ValueError):
     """A rejected management request; the message is shown to the caller as is."""
+
+
+class LedgerPending(AdminError):
+    """Committed in PostgreSQL, not yet in Redis: the outbox carries it there once Redis is
+    back. Repeating the request is not needed (and for a top-up without an operation id it
+    would credit again)."""
+
+
+def pending_message(what: str) -> str:
+    return (
+        f"{what} was saved, but the quota ledger (Redis) could not be updated; it takes effect"
+        " automatically once Redis is reachable again. Do not repeat it."
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,38 +161,102 @@ def check_password(password: str) -> None:
         raise AdminError("password must be 8 to 20 characters")
 
 
+def _token_changes(
+    token_id: int, changes: dict[str, Any]
+) -> tuple[list[str], list[Any], int | None]:
+    """Validated ``SET`` assignments and their arguments (``$1`` is the token id), and the
+    remain to set if any (it needs the live ``used``, read by the caller)."""
+    sets: list[str] = []
+    args: list[Any] = [token_id]
+
+    def put(column: str, value: Any) -> None:
+        args.append(value)
+        sets.append(f'"{column}" = ${len(args)}')
+
+    if "name" in changes:
+        check_token_name(changes["name"])
+        put("name", changes["name"])
+    if "expired_time" in changes:
+        expired = int(changes["expired_time"])
+        if expired != -1 and expired < 0:
+            raise AdminError("expired_time must be -1 (never) or a unix timestamp")
+        put("expired_time", expired)
+    if "unlimited_quota" in changes:
+        put("unlimited_quota", bool(changes["unlimited_quota"]))
+    if "model_limits" in changes:
+        put("model_limits", normalize_models(changes["model_limits"]))
+    if "model_limits_enabled" in changes:
+        put("model_limits_enabled", bool(changes["model_limits_enabled"]))
+    if "allow_ips" in changes:
+        put("allow_ips", normalize_allow_ips(changes["allow_ips"]))
+    if "group" in changes:
+        put("group", changes["group"])
+    for field in ("daily_quota", "monthly_quota"):
+        if field in changes:
+            check_quota(int(changes[field]), field)
+            put(field, int(changes[field]))
+    if "status" in changes:
+        put("status", int(changes["status"]))
+    if "add_quota" in changes:
+        args.append(int(changes["add_quota"]))
+        sets.append(f"quota_limit = quota_limit + ${len(args)}")
+    remain: int | None = None
+    if "remain_quota" in changes:
+        remain = int(changes["remain_quota"])
+        check_quota(remain, "remain_quota")
+    return sets, args, remain
+
+
 class Admin:
     def __init__(self, pool: asyncpg.Pool, accounts: Accounts) -> None:
         self.pool = pool
         self.accounts = accounts
 
-    # --- the atomic "set remain" ----------------------------------------------------------
+    # --- the write protocol: PostgreSQL, outbox, push -------------------------------------
 
-    async def _pin_limit(
-        self, ledger_key: str, remain: int, rebuild: Callable[[], Awaitable[None]]
-    ) -> int:
-        """Set the ledger's ``limit`` to ``used + remain`` atomically (set_remain.lua).
-
-        ``used`` moves with every reserve and settle, so reading it and writing ``limit`` in
-        two steps would grant or take away whatever spend landed in between.
-        ``ver`` is left alone: the caller's PostgreSQL commit and ``push_*`` bump it, and a
-        ``ver`` ahead of PostgreSQL would make relays reload metadata forever.
-        """
-        script = self.accounts.scripts.set_remain
-        for _ in range(PIN_ATTEMPTS):
-            limit = int(await script(self.accounts.redis, (ledger_key,), (remain,)))
-            if limit >= 0:
-                return limit
-            await rebuild()
-        raise AdminError("The quota ledger could not be rebuilt; try again.")
-
-    async def _restore_limit(self, ledger_key: str, limit: int) -> None:
-        """Undo a pinned ``limit`` whose PostgreSQL transaction did not commit."""
+    async def _ledger_up(self) -> None:
+        """Refuse before changing anything when Redis is already unreachable, so that the
+        "saved, pending" answer is left to a Redis failing in the middle of a write."""
         try:
-            if await self.accounts.redis.exists(ledger_key):
-                await self.accounts.redis.hset(ledger_key, "limit", limit)
-        except Exception as exc:  # the next push or rebuild repairs it; say so
-            log.error("could not restore ledger limit after a failed write: %s", exc)
+            await self.accounts.redis.ping()
+        except LEDGER_ERRORS:
+            raise AdminError(MSG_LEDGER_DOWN) from None
+
+    @staticmethod
+    async def _outbox(conn: Any, kind: str, row: Any) -> None:
+        """In the write's transaction: this row (``id``, ``user_id``, ``ver``) must reach Redis."""
+        await conn.execute(
+            queries.OUTBOX_ADD, kind, int(row["id"]), int(row["user_id"]), int(row["ver"])
+        )
+
+    async def _push(self, kind: str, ident: int, what: str) -> None:
+        """After the commit. A failure leaves the outbox row for the reconciler."""
+        try:
+            await self.accounts.push(kind, ident)
+        except LEDGER_ERRORS as exc:
+            log.warning("%s %d: push to the ledger failed (%s); outbox keeps it", kind, ident, exc)
+            raise LedgerPending(pending_message(what)) from None
+
+    async def _write_user(self, sql: str, args: Sequence[Any], what: str) -> None:
+        """One ``UPDATE users ... RETURNING id, id AS user_id, ver`` (bumping ``ver``) and its
+        outbox row in one transaction, then the push."""
+        await self._ledger_up()
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(sql, *args)
+            if row is None:
+                raise AdminError("user not found")
+            await self._outbox(conn, "user", row)
+        await self._push("user", int(row["id"]), what)
+
+    async def _live_used(self, read: Callable[[], Awaitable[tuple[int, int]]]) -> int:
+        """Live ``used`` for "set remain"; Redis unreachable means nothing is changed."""
+        try:
+            _, used = await read()
+        except LedgerMissing as exc:
+            raise AdminError(f"{exc.args[0].split()[0]} not found") from None
+        except LEDGER_ERRORS:
+            raise AdminError(MSG_LEDGER_DOWN) from None
+        return used
 
     # --- users ---------------------------------------------------------------------------
 
@@ -233,63 +317,81 @@ class Admin:
             raise AdminError("user not found")
         return access
 
-    async def add_user_quota(self, user_id: int, delta: int) -> None:
-        """Top-up (or a debit with a negative delta): moves ``limit`` only."""
-        async with self.pool.acquire() as conn:
-            done = await conn.execute(
-                "UPDATE users SET quota_limit = quota_limit + $2, ver = ver + 1 "
-                "WHERE id = $1 AND deleted_at IS NULL",
-                user_id, delta,
-            )  # fmt: skip
-        if done != "UPDATE 1":
-            raise AdminError("user not found")
-        await self.accounts.push_user(user_id)
+    async def add_user_quota(self, user_id: int, delta: int, op_id: str | None = None) -> bool:
+        """Top-up (or a debit with a negative delta): moves ``limit`` only.
+
+        With ``op_id`` the credit happens at most once: the id is claimed in the same
+        transaction, and a repeat (same user and amount) only pushes again. Returns whether
+        this call credited.
+        """
+        if op_id is not None and not 0 < len(op_id) <= MAX_OP_ID:
+            raise AdminError(f"operation id must be 1 to {MAX_OP_ID} characters")
+        await self._ledger_up()
+        async with self.pool.acquire() as conn, conn.transaction():
+            found = await conn.fetchval(
+                "SELECT 1 FROM users WHERE id = $1 AND deleted_at IS NULL FOR UPDATE", user_id
+            )
+            if found is None:
+                raise AdminError("user not found")
+            if op_id is not None and not await self._claim_op(conn, op_id, user_id, delta):
+                credited = False
+            else:
+                row = await conn.fetchrow(
+                    "UPDATE users SET quota_limit = quota_limit + $2, ver = ver + 1"
+                    " WHERE id = $1 RETURNING id, id AS user_id, ver",
+                    user_id, delta,
+                )  # fmt: skip
+                await self._outbox(conn, "user", row)
+                credited = True
+        await self._push("user", user_id, "The quota change")
+        return credited
+
+    @staticmethod
+    async def _claim_op(conn: Any, op_id: str, user_id: int, delta: int) -> bool:
+        """True if ``op_id`` is new (now claimed); False if this very top-up already ran."""
+        if await conn.fetchval(queries.QUOTA_OP_CLAIM, op_id, user_id, delta) is not None:
+            return True
+        prior = await conn.fetchrow(queries.QUOTA_OP_BY_ID, op_id)
+        if (int(prior["user_id"]), int(prior["delta"])) != (user_id, delta):
+            raise AdminError(f"operation id {op_id!r} was already used for another top-up")
+        return False
 
     async def set_user_remain(self, user_id: int, remain: int) -> int:
-        """``limit := used_live + remain``, atomic against in-flight spend; returns the limit."""
+        """``limit := used_live + remain``; returns the limit.
+
+        ``used`` is read from Redis first (spend landing after that read counts against the
+        new remain, as it would a moment later); the limit is committed in PostgreSQL and
+        pushed version-checked, never written to Redis directly.
+        """
         check_quota(remain, "quota")
-        key = self.accounts.keys.user(user_id)
-        async with self.pool.acquire() as conn, conn.transaction():
-            old = await conn.fetchval(
-                "SELECT quota_limit FROM users WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
-                user_id,
-            )
-            if old is None:
-                raise AdminError("user not found")
-            limit = await self._pin_limit(key, remain, lambda: self.accounts.ensure_user(user_id))
-            try:
-                await conn.execute(
-                    "UPDATE users SET quota_limit = $2, ver = ver + 1 WHERE id = $1",
-                    user_id, limit,
-                )  # fmt: skip
-            except BaseException:
-                await self._restore_limit(key, int(old))
-                raise
-        await self.accounts.push_user(user_id)
+        used = await self._live_used(lambda: self.accounts.live_user(user_id))
+        limit = used + remain
+        await self._write_user(
+            "UPDATE users SET quota_limit = $2, ver = ver + 1"
+            " WHERE id = $1 AND deleted_at IS NULL RETURNING id, id AS user_id, ver",
+            (user_id, limit),
+            "The quota change",
+        )
         return limit
 
     async def set_user_status(self, user_id: int, status: int) -> None:
-        async with self.pool.acquire() as conn:
-            done = await conn.execute(
-                "UPDATE users SET status = $2, ver = ver + 1 WHERE id = $1 AND deleted_at IS NULL",
-                user_id, status,
-            )  # fmt: skip
-        if done != "UPDATE 1":
-            raise AdminError("user not found")
-        await self.accounts.push_user(user_id)
+        await self._write_user(
+            "UPDATE users SET status = $2, ver = ver + 1"
+            " WHERE id = $1 AND deleted_at IS NULL RETURNING id, id AS user_id, ver",
+            (user_id, status),
+            "The status change",
+        )
 
     async def set_user_role(self, user_id: int, role: int) -> None:
         if role not in ROLES.values():
             raise AdminError("role must be 1 (user), 10 (admin) or 100 (root)")
-        async with self.pool.acquire() as conn:
-            done = await conn.execute(
-                "UPDATE users SET role = $2, ver = ver + 1 WHERE id = $1 AND deleted_at IS NULL",
-                user_id, role,
-            )  # fmt: skip
-        if done != "UPDATE 1":
-            raise AdminError("user not found")
-        # The role is part of every cached token's metadata: drop them.
-        await self.accounts.push_user(user_id)
+        # The role is part of every cached token's metadata: the push drops them.
+        await self._write_user(
+            "UPDATE users SET role = $2, ver = ver + 1"
+            " WHERE id = $1 AND deleted_at IS NULL RETURNING id, id AS user_id, ver",
+            (user_id, role),
+            "The role change",
+        )
 
     async def update_user(self, user_id: int, changes: dict[str, Any]) -> None:
         """Profile fields (``USER_UPDATABLE``); quota goes through ``set_user_remain``."""
@@ -309,31 +411,24 @@ class Admin:
         if sets:
             sql = (
                 f"UPDATE users SET {', '.join(sets)}, ver = ver + 1"
-                " WHERE id = $1 AND deleted_at IS NULL"
+                " WHERE id = $1 AND deleted_at IS NULL RETURNING id, id AS user_id, ver"
             )
             try:
-                async with self.pool.acquire() as conn:
-                    done = await conn.execute(sql, *args)
+                await self._write_user(sql, args, "The change")
             except asyncpg.UniqueViolationError:
                 raise AdminError(f"username {changes.get('username')!r} is already taken") from None
-            if done != "UPDATE 1":
-                raise AdminError("user not found")
-            await self.accounts.push_user(user_id)
         if "quota" in changes:
             await self.set_user_remain(user_id, int(changes["quota"]))
 
     async def delete_user(self, user_id: int) -> None:
         """Soft delete: the user's tokens stop at once (the ledger marks the user disabled) and
         the access token is forgotten; the username becomes free again."""
-        async with self.pool.acquire() as conn:
-            done = await conn.execute(
-                "UPDATE users SET deleted_at = $2, access_token_hash = NULL, ver = ver + 1"
-                " WHERE id = $1 AND deleted_at IS NULL",
-                user_id, int(time.time()),
-            )  # fmt: skip
-        if done != "UPDATE 1":
-            raise AdminError("user not found")
-        await self.accounts.push_user(user_id)
+        await self._write_user(
+            "UPDATE users SET deleted_at = $2, access_token_hash = NULL, ver = ver + 1"
+            " WHERE id = $1 AND deleted_at IS NULL RETURNING id, id AS user_id, ver",
+            (user_id, int(time.time())),
+            "The deletion",
+        )
 
     # --- tokens --------------------------------------------------------------------------
 
@@ -395,97 +490,47 @@ class Admin:
     ) -> None:
         """Apply validated field changes in one PostgreSQL transaction, then push them.
 
-        ``remain_quota`` becomes ``limit := used_live + X``, pinned atomically in the ledger
-        while the row is locked (``_pin_limit``); ``add_quota`` adds to ``limit``. ``used`` is
-        never written. Other fields are written as given.
+        ``remain_quota`` becomes ``limit := used_live + X`` with ``used`` read from the ledger
+        first (Redis unreachable: nothing changes); ``add_quota`` adds to ``limit``. ``used``
+        is never written. Other fields are written as given. ``user_id`` restricts the
+        write to that owner's token.
         """
-        sets: list[str] = []
-        args: list[Any] = [token_id]
-
-        def put(column: str, value: Any) -> None:
-            args.append(value)
-            sets.append(f'"{column}" = ${len(args)}')
-
-        if "name" in changes:
-            check_token_name(changes["name"])
-            put("name", changes["name"])
-        if "expired_time" in changes:
-            expired = int(changes["expired_time"])
-            if expired != -1 and expired < 0:
-                raise AdminError("expired_time must be -1 (never) or a unix timestamp")
-            put("expired_time", expired)
-        if "unlimited_quota" in changes:
-            put("unlimited_quota", bool(changes["unlimited_quota"]))
-        if "model_limits" in changes:
-            put("model_limits", normalize_models(changes["model_limits"]))
-        if "model_limits_enabled" in changes:
-            put("model_limits_enabled", bool(changes["model_limits_enabled"]))
-        if "allow_ips" in changes:
-            put("allow_ips", normalize_allow_ips(changes["allow_ips"]))
-        if "group" in changes:
-            put("group", changes["group"])
-        for field in ("daily_quota", "monthly_quota"):
-            if field in changes:
-                check_quota(int(changes[field]), field)
-                put(field, int(changes[field]))
-        if "status" in changes:
-            put("status", int(changes["status"]))
-        if "add_quota" in changes:
-            args.append(int(changes["add_quota"]))
-            sets.append(f"quota_limit = quota_limit + ${len(args)}")
-        remain: int | None = None
-        if "remain_quota" in changes:
-            remain = int(changes["remain_quota"])
-            check_quota(remain, "remain_quota")
+        sets, args, remain = _token_changes(token_id, changes)
+        row = await self.token_row(token_id, user_id)
+        if row is None:
+            raise AdminError("token not found")
         if not sets and remain is None:
-            if await self.token_row(token_id, user_id) is None:
-                raise AdminError("token not found")
             return
-        owner_clause = "" if user_id is None else " AND user_id = $2"
-        owner_args: list[Any] = [] if user_id is None else [user_id]
+        if remain is not None:
+            owner = int(row["user_id"])
+            used = await self._live_used(lambda: self.accounts.live_token(token_id, owner))
+            args.append(used + remain)
+            sets.append(f"quota_limit = ${len(args)}")
+        await self._write_token(f"{', '.join(sets)}, ver = ver + 1", args, user_id, "The change")
+
+    async def _write_token(
+        self, assignments: str, args: list[Any], user_id: int | None, what: str
+    ) -> None:
+        """One ``UPDATE tokens SET <assignments>`` of token ``args[0]`` (owned by ``user_id``
+        if given) and its outbox row in one transaction, then the push."""
+        where = "WHERE id = $1 AND deleted_at IS NULL"
+        if user_id is not None:
+            args = [*args, user_id]
+            where += f" AND user_id = ${len(args)}"
+        await self._ledger_up()
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
-                "SELECT user_id, quota_limit FROM tokens WHERE id = $1 AND deleted_at IS NULL"
-                f"{owner_clause} FOR UPDATE",
-                token_id, *owner_args,
-            )  # fmt: skip
+                f"UPDATE tokens SET {assignments} {where} RETURNING id, user_id, ver", *args
+            )
             if row is None:
                 raise AdminError("token not found")
-            owner = int(row["user_id"])
-            key = self.accounts.keys.token(owner, token_id)
-            pinned = False
-            try:
-                if remain is not None:
-                    limit = await self._pin_limit(
-                        key, remain, lambda: self.accounts.ensure_token(token_id, owner)
-                    )
-                    pinned = True
-                    put("quota_limit", limit)
-                sql = f"UPDATE tokens SET {', '.join(sets)}, ver = ver + 1 WHERE id = $1"
-                await conn.execute(sql, *args)
-            except BaseException:
-                if pinned:
-                    await self._restore_limit(key, int(row["quota_limit"]))
-                raise
-        await self.accounts.push_token(token_id)
+            await self._outbox(conn, "token", row)
+        await self._push("token", int(args[0]), what)
 
     async def delete_token(self, token_id: int, user_id: int | None = None) -> None:
-        async with self.pool.acquire() as conn:
-            if user_id is None:
-                done = await conn.execute(
-                    "UPDATE tokens SET deleted_at = $2, ver = ver + 1"
-                    " WHERE id = $1 AND deleted_at IS NULL",
-                    token_id, int(time.time()),
-                )  # fmt: skip
-            else:
-                done = await conn.execute(
-                    "UPDATE tokens SET deleted_at = $3, ver = ver + 1"
-                    " WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL",
-                    token_id, user_id, int(time.time()),
-                )  # fmt: skip
-        if done != "UPDATE 1":
-            raise AdminError("token not found")
-        await self.accounts.push_token(token_id)
+        await self._write_token(
+            "deleted_at = $2, ver = ver + 1", [token_id, int(time.time())], user_id, "The deletion"
+        )
 
     # --- channels ------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import sys
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -141,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_setting_flags(a, COMMON)
     a.add_argument("--user-id", type=int, required=True)
     a.add_argument("--quota", type=int, required=True)
+    a.add_argument(
+        "--op-id", default=None, help="operation id: a re-run with the same id credits once"
+    )
 
     a = asub.add_parser("set-option", help="set a New API option (ModelRatio, GroupRatio, ...)")
     _add_setting_flags(a, COMMON)
@@ -311,10 +315,11 @@ def _flusher_ctx(settings: Settings) -> Any:
         flusher = Flusher(settings, pool, redis, Scripts.load())
         stop = asyncio.Event()
         task = asyncio.create_task(flusher.run(stop))
+        outbox = asyncio.create_task(_accounts(settings, pool, redis).run_reconciler(stop))
         yield
         stop.set()
         with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, 10)
+            await asyncio.wait_for(asyncio.gather(task, outbox), 10)
         await pool.close()
         await redis.aclose()
 
@@ -377,11 +382,23 @@ async def _worker(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info("flusher %s started", flusher.consumer)
+    outbox = asyncio.create_task(_accounts(settings, pool, redis).run_reconciler(stop))
     try:
         await flusher.run(stop)
+        await outbox
     finally:
+        outbox.cancel()
         await pool.close()
         await redis.aclose()
+
+
+def _accounts(settings: Settings, pool: Any, redis: Any) -> Any:
+    """The ledger bridge whose reconciler the worker runs beside the flusher."""
+    from relaygate.accounts import Accounts
+    from relaygate.keys import KeyScheme
+    from relaygate.ledger import Scripts
+
+    return Accounts(pool, redis, Scripts.load(), KeyScheme(settings.key_prefix, settings.shards))
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
@@ -413,7 +430,7 @@ async def _with_admin(
     settings: Settings, action: Callable[[Any], Awaitable[dict[str, Any]]]
 ) -> dict[str, Any]:
     from relaygate.accounts import Accounts
-    from relaygate.admin import Admin, AdminError
+    from relaygate.admin import LEDGER_ERRORS, Admin, AdminError
     from relaygate.app import redis_client
     from relaygate.keys import KeyScheme
     from relaygate.ledger import Scripts
@@ -432,6 +449,8 @@ async def _with_admin(
         return await action(Admin(pool, accounts))
     except AdminError as exc:
         raise Fatal(str(exc)) from None
+    except LEDGER_ERRORS as exc:  # one line, never a traceback
+        raise Fatal(_describe_start_error(exc, settings)) from None
     finally:
         await pool.close()
         await redis.aclose()
@@ -500,8 +519,16 @@ def cmd_admin(settings: Settings, args: argparse.Namespace) -> None:
         return {"id": args.id, "updated": sorted(changes)}
 
     async def top_up(admin: Any) -> dict[str, Any]:
-        await admin.add_user_quota(args.user_id, args.quota)
-        return {"user_id": args.user_id, "added": args.quota}
+        from relaygate.admin import AdminError
+
+        op_id = args.op_id or uuid.uuid4().hex
+        try:
+            credited = await admin.add_user_quota(args.user_id, args.quota, op_id)
+        except AdminError as exc:
+            raise Fatal(
+                f"{exc} (operation id {op_id}: re-running with --op-id {op_id} is safe)"
+            ) from None
+        return {"user_id": args.user_id, "added": args.quota, "op_id": op_id, "credited": credited}
 
     async def set_option(admin: Any) -> dict[str, Any]:
         await admin.set_option(args.key, args.value)

@@ -4,7 +4,7 @@ Role rules as New API (NEWAPI.md §1.3): an admin cannot act on users of equal o
 role, only root promotes, and root can be neither disabled, deleted nor demoted. Quota
 changes never overwrite ``used``: a top-up adds to ``limit``, and "set remain to X"
 (``mode: override``, or ``quota`` in a full update) becomes ``limit := used_live + X``,
-applied atomically in the ledger (``Admin.set_user_remain``).
+committed in PostgreSQL and pushed to the ledger (``Admin.set_user_remain``).
 """
 
 from __future__ import annotations

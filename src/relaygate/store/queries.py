@@ -42,3 +42,24 @@ FROM channels WHERE deleted_at IS NULL AND status = 1
 """
 
 OPTIONS_ALL = "SELECT key, value FROM options"
+
+# --- ledger outbox (migration 0004): committed writes still to be pushed to Redis ---------
+
+OUTBOX_ADD = """
+INSERT INTO ledger_outbox (kind, id, user_id, ver) VALUES ($1, $2, $3, $4)
+ON CONFLICT (kind, id) DO UPDATE SET ver = GREATEST(ledger_outbox.ver, EXCLUDED.ver)
+"""
+
+# Only up to the version that was pushed: a write committed meanwhile keeps its row.
+OUTBOX_DONE = "DELETE FROM ledger_outbox WHERE kind = $1 AND id = $2 AND ver <= $3"
+
+OUTBOX_DROP = "DELETE FROM ledger_outbox WHERE kind = $1 AND id = $2"
+
+OUTBOX_DUE = "SELECT kind, id FROM ledger_outbox ORDER BY created_at, kind, id LIMIT $1"
+
+QUOTA_OP_CLAIM = """
+INSERT INTO quota_operations (op_id, user_id, delta) VALUES ($1, $2, $3)
+ON CONFLICT (op_id) DO NOTHING RETURNING op_id
+"""
+
+QUOTA_OP_BY_ID = "SELECT user_id, delta FROM quota_operations WHERE op_id = $1"
