@@ -54,7 +54,7 @@ async def _user_with_token(env: Any) -> tuple[int, int]:
 async def _reserve(env: Any, uid: int, tid: int) -> Code:
     tok, user = env.keys.token(uid, tid), env.keys.user(uid)
     now = int(time.time())
-    req = ReserveRequest(0, now, 10, 0, 0, 0, True, f"r{now}|{tid}|{uid}|d|m|i", now + 900)
+    req = ReserveRequest(0, now, 10, 0, 0, True, f"r{now}|{tid}|{uid}|d|m|i", now + 900)
     keys = (tok, user, f"{tok}:d:x", f"{tok}:m:x", env.keys.reservations(uid))
     res = await ledger.reserve(env.accounts.scripts, env.redis, keys, req, (100, 100))
     return res.code
