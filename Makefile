@@ -48,7 +48,7 @@ bench-peers: $(STAMP)
 
 ## The history checker for 10 minutes of faults (RELAYGATE_SOAK_SECONDS), then the old soak.
 soak: $(STAMP)
-	RELAYGATE_SOAK_SECONDS=$${RELAYGATE_SOAK_SECONDS:-600} $(BIN)/python -m tests.services -- $(BIN)/python -m pytest -q -s tests/integration/test_checker_short.py -p no:cacheprovider
+	RELAYGATE_SOAK_SECONDS=$${RELAYGATE_SOAK_SECONDS:-600} $(BIN)/python -m tests.services -- $(BIN)/python -m pytest -q -s tests/e2e/test_checker.py -p no:cacheprovider
 	$(BIN)/python -m tests.services -- $(BIN)/python -m pytest -q -m soak tests/soak -p no:cacheprovider
 
 clean:
