@@ -30,7 +30,7 @@ from relaygate.accounts import Accounts, LedgerMissing
 from relaygate.cache import parse_allow_ips
 from relaygate.credentials import hash_secret, mask_key, new_access_token, new_token_key
 from relaygate.keys import msg_channel
-from relaygate.store import queries
+from relaygate.store import api_queries, queries
 
 log = logging.getLogger(__name__)
 
@@ -446,7 +446,10 @@ class Admin:
         group: str = "",
         daily_quota: int = 0,
         monthly_quota: int = 0,
+        max_tokens: int | None = None,
     ) -> CreatedToken:
+        """``max_tokens`` caps the user's live tokens; the count and the insert run under a
+        lock on the user's row, so concurrent creates cannot pass the cap together."""
         check_token_name(name)
         check_quota(remain_quota, "remain_quota")
         check_quota(daily_quota, "daily_quota")
@@ -457,12 +460,16 @@ class Admin:
         enabled = bool(model_list) if model_limits_enabled is None else model_limits_enabled
         ips = normalize_allow_ips(allow_ips)
         key = new_token_key()
-        async with self.pool.acquire() as conn:
+        async with self.pool.acquire() as conn, conn.transaction():
             exists = await conn.fetchval(
-                "SELECT 1 FROM users WHERE id = $1 AND deleted_at IS NULL", user_id
+                "SELECT 1 FROM users WHERE id = $1 AND deleted_at IS NULL FOR UPDATE", user_id
             )
             if not exists:
                 raise AdminError(f"user {user_id} not found")
+            if max_tokens is not None:
+                count = await conn.fetchval(api_queries.COUNT_TOKENS_OF_USER, user_id)
+                if int(count) >= max_tokens:
+                    raise AdminError(f"Maximum number of tokens reached ({max_tokens})")
             token_id = await conn.fetchval(
                 "INSERT INTO tokens (user_id, key_hash, key_mask, name, expired_time, quota_limit,"
                 " unlimited_quota, model_limits_enabled, model_limits, allow_ips, \"group\","

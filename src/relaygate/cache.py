@@ -40,6 +40,8 @@ class TokenMeta:
     models: frozenset[str] | None  # None = any model
     networks: tuple[IPNetwork, ...] | None  # None = any IP
     group: str  # the using group: token group if set, else the user's group
+    token_group: str  # "" when the token uses its user's group
+    user_group: str
     ver: int
     # ledger keys, computed once per load
     token_key: str
@@ -108,6 +110,8 @@ def meta_from_row(row: Any, keys: KeyScheme, now: float) -> TokenMeta:
         models=models,
         networks=nets,
         group=intern(row["group"] or row["user_group"]),
+        token_group=intern(row["group"]),
+        user_group=intern(row["user_group"]),
         ver=int(row["ver"]),
         token_key=keys.token(user_id, token_id),
         user_key=intern(keys.user(user_id)),

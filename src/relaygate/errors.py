@@ -120,3 +120,12 @@ def model_price_missing(model: str) -> RelayError:
         "invalid_request_error",
         "model_price_error",
     )
+
+
+def group_refused(group: str, reason: str) -> RelayError:
+    """New API's checks #13 (a group the user may not use) and #14 (a group no longer priced)."""
+    if reason == "deprecated":
+        return _e(
+            403, f"Group {group} has been deprecated.", "permission_error", "group_deprecated"
+        )
+    return _e(403, f"No access to group {group}.", "permission_error", "group_forbidden")

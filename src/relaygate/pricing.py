@@ -52,6 +52,10 @@ DEFAULT_MODELS: dict[str, tuple[float, float, int]] = {
 # model -> USD per call
 DEFAULT_MODEL_PRICES: dict[str, float] = {"dall-e-3": 0.04, "gpt-image-1": 0.04}
 DEFAULT_GROUP_RATIOS: dict[str, float] = {"default": 1, "vip": 1, "svip": 1}
+# Groups any user may put on a token besides their own (New API's ``UserUsableGroups``
+# option). New API's default also lists "vip"; relaygate's lists only "default", so that a
+# paid group is never self-service unless the operator says so (docs/security.md).
+DEFAULT_USABLE_GROUPS: frozenset[str] = frozenset({"default"})
 DEFAULT_MAX_OUTPUT = 16384
 
 
@@ -87,7 +91,9 @@ class PriceBook:
         models: Mapping[str, tuple[float, float, int]] | None = None,
         prices: Mapping[str, float] | None = None,
         groups: Mapping[str, float] | None = None,
+        usable_groups: frozenset[str] = DEFAULT_USABLE_GROUPS,
     ) -> None:
+        self.usable_groups = usable_groups
         self._models = {
             name: (_dec(r), _dec(c), int(m))
             for name, (r, c, m) in (models or DEFAULT_MODELS).items()
@@ -112,7 +118,7 @@ class PriceBook:
                 models[name] = (ratio, comp, max_out)
         prices = {**DEFAULT_MODEL_PRICES, **_json_map(options, "ModelPrice")}
         groups = _json_map(options, "GroupRatio") or dict(DEFAULT_GROUP_RATIOS)
-        return cls(models, prices, groups)
+        return cls(models, prices, groups, _usable_groups(options))
 
     def model(self, name: str) -> ModelPricing | None:
         try:
@@ -147,6 +153,18 @@ class PriceBook:
     def has_group(self, group: str) -> bool:
         return group in self._groups
 
+    def group_refusal(self, user_group: str, token_group: str) -> str | None:
+        """Why a token of a user in ``user_group`` may not use ``token_group`` (New API's
+        relay checks #13 and #14), or None. Checked on token writes and on every request,
+        so a group taken away stops working on the next request."""
+        if not token_group or token_group == user_group:
+            return None
+        if token_group not in self.usable_groups:
+            return "forbidden"
+        if token_group not in self._groups:
+            return "deprecated"
+        return None
+
     def models(self) -> list[str]:
         return sorted({*self._models, *self._prices})
 
@@ -161,6 +179,17 @@ def _json_map(options: Mapping[str, str], key: str) -> dict[str, float]:
     ):
         raise ValueError(f"option {key} must be a JSON object of non-negative numbers")
     return {str(k): float(v) for k, v in data.items()}
+
+
+def _usable_groups(options: Mapping[str, str]) -> frozenset[str]:
+    """``UserUsableGroups``: a JSON object of group name -> description (New API's shape)."""
+    raw = options.get("UserUsableGroups")
+    if not raw:
+        return DEFAULT_USABLE_GROUPS
+    data = orjson.loads(raw)
+    if not isinstance(data, dict) or not all(isinstance(k, str) and k for k in data):
+        raise ValueError("option UserUsableGroups must be a JSON object of group -> description")
+    return frozenset(data)
 
 
 def _fraction(value: Decimal) -> tuple[int, int]:

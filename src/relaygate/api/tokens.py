@@ -151,6 +151,18 @@ def parse_token_fields(body: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def check_group(ctx: Ctx, group: str) -> None:
+    """A user may give a token their own group or one of ``UserUsableGroups`` (New API's
+    rule); the relay checks again on every request, so a group taken away later stops
+    working too. An unchanged group is not re-checked on update (New API's console
+    re-sends it with every edit)."""
+    reason = ctx.rt.prices.group_refusal(ctx.me.group, group)
+    if reason == "deprecated":
+        raise ApiFail(f"Group {group} has been deprecated")
+    if reason is not None:
+        raise ApiFail(f"No access to group {group}")
+
+
 async def _own_row(ctx: Ctx, token_id: int) -> Any:
     async with ctx.rt.pool.acquire() as conn:
         row = await conn.fetchrow(q.TOKEN_OF_USER, token_id, ctx.me.id)
@@ -222,24 +234,25 @@ async def create_token(ctx: Ctx) -> web.StreamResponse:
     if "name" not in body:
         raise ApiFail("Invalid parameters: name is required")
     fields = parse_token_fields(body)
-    async with ctx.rt.pool.acquire() as conn:
-        count = await conn.fetchval(q.COUNT_TOKENS_OF_USER, ctx.me.id)
-    if int(count) >= MAX_USER_TOKENS:
-        raise ApiFail(f"Maximum number of tokens reached ({MAX_USER_TOKENS})")
+    check_group(ctx, fields.get("group", ""))
     models = fields.get("model_limits")
-    created = await ctx.admin.create_token(
-        ctx.me.id,
-        fields["name"],
-        remain_quota=fields.get("remain_quota", 0),
-        unlimited=fields.get("unlimited_quota", False),
-        models=models,
-        model_limits_enabled=fields.get("model_limits_enabled"),
-        allow_ips=fields.get("allow_ips"),
-        expired_time=fields.get("expired_time", -1),
-        group=fields.get("group", ""),
-        daily_quota=fields.get("daily_quota", 0),
-        monthly_quota=fields.get("monthly_quota", 0),
-    )
+    try:
+        created = await ctx.admin.create_token(
+            ctx.me.id,
+            fields["name"],
+            remain_quota=fields.get("remain_quota", 0),
+            unlimited=fields.get("unlimited_quota", False),
+            models=models,
+            model_limits_enabled=fields.get("model_limits_enabled"),
+            allow_ips=fields.get("allow_ips"),
+            expired_time=fields.get("expired_time", -1),
+            group=fields.get("group", ""),
+            daily_quota=fields.get("daily_quota", 0),
+            monthly_quota=fields.get("monthly_quota", 0),
+            max_tokens=MAX_USER_TOKENS,
+        )
+    except AdminError as exc:
+        raise ApiFail(str(exc)) from None
     row = await _own_row(ctx, created.id)
     view = await _view(ctx, row)
     # The only time the full key is ever shown. As seed 004 documents: 48 characters, used
@@ -280,6 +293,8 @@ async def update_token(ctx: Ctx) -> web.StreamResponse:
             del changes["remain_quota"]  # echoed back unchanged: nothing to pin
         if "model_limits" in changes and "model_limits_enabled" not in changes:
             changes["model_limits_enabled"] = bool(changes["model_limits"])
+        if changes.get("group", row["group"]) != row["group"]:
+            check_group(ctx, changes["group"])
     try:
         await ctx.admin.update_token(token_id, changes, user_id=ctx.me.id)
     except AdminError as exc:

@@ -220,6 +220,14 @@ def check_scope(meta: TokenMeta, model: str, ip: IPAddress | None) -> None:
         raise errors.model_not_allowed(model)
 
 
+def check_group(rt: Runtime, meta: TokenMeta) -> None:
+    """A token's own group must still be one its user may use (a change of the user's group
+    or of ``UserUsableGroups`` reaches every instance through the invalidation channel)."""
+    reason = rt.prices.group_refusal(meta.user_group, meta.token_group)
+    if reason is not None:
+        raise errors.group_refused(meta.token_group, reason)
+
+
 async def confirmed_scope(
     rt: Runtime, meta: TokenMeta, key_hash: bytes, model: str, ip: IPAddress | None
 ) -> TokenMeta:
@@ -468,6 +476,8 @@ async def _handle(
         raise errors.METADATA_UNAVAILABLE from None
     if meta is None:
         raise errors.INVALID_KEY
+    if meta.token_group:
+        check_group(rt, meta)
     if request.content_length is not None and request.content_length > rt.settings.max_body_bytes:
         raise RelayError(413, "Request body too large.", "invalid_request_error", "body_too_large")
     raw = await request.read()
