@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from relaygate.keys import KeyScheme
+from relaygate.netaddr import parse_network
 from relaygate.singleflight import SingleFlight
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -82,7 +83,7 @@ def parse_allow_ips(raw: str) -> tuple[IPNetwork, ...]:
     for entry in raw.replace(",", "\n").split("\n"):
         entry = entry.strip()
         if entry:
-            nets.append(ipaddress.ip_network(entry, strict=False))
+            nets.append(parse_network(entry))
     return tuple(nets)
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
+from relaygate.netaddr import parse_network
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -144,7 +146,7 @@ def _parse_networks(
         if not part:
             continue
         try:
-            nets.append(ipaddress.ip_network(part, strict=False))
+            nets.append(parse_network(part))
         except ValueError:
             raise ConfigError(f"{name}: {part!r} is not an IP address or CIDR") from None
     return tuple(nets)

@@ -26,7 +26,9 @@ def new_access_token() -> str:
 
 
 def hash_secret(secret: str) -> bytes:
-    return hashlib.sha256(secret.encode()).digest()
+    """Header values that are not UTF-8 reach us with surrogate escapes (aiohttp decodes
+    them so); they hash to something no key has, and the caller gets "invalid", not a 500."""
+    return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).digest()
 
 
 def mask_key(key: str) -> str:

@@ -86,6 +86,12 @@ UPSTREAM_UNREACHABLE = _e(
 LEDGER_UNAVAILABLE = _e(
     503, "The quota ledger is unavailable; try again shortly.", "server_error", "ledger_unavailable"
 )
+UNREADABLE_BODY = _e(
+    400,
+    "The request body could not be read: it does not match its Content-Encoding.",
+    "invalid_request_error",
+    "invalid_body_encoding",
+)
 METADATA_UNAVAILABLE = _e(
     503,
     "Token settings changed and cannot be reloaded right now; try again shortly.",

@@ -13,6 +13,7 @@ from typing import Any, Final
 
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from relaygate.api.envelope import ApiFail
 
@@ -30,7 +31,10 @@ async def read_body(request: web.Request) -> dict[str, Any]:
     """The request body as a JSON object, or a clear refusal."""
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise ApiFail("Request body too large")
-    raw = await request.read()
+    try:
+        raw = await request.read()
+    except RequestPayloadError:
+        raise ApiFail("Invalid parameters: the body does not match its Content-Encoding") from None
     if len(raw) > MAX_BODY:
         raise ApiFail("Request body too large")
     if not raw.strip():

@@ -28,21 +28,38 @@ def extract_key(request: web.Request) -> str:
 
 def client_ip(request: web.Request, trusted: Sequence[IPNetwork]) -> IPAddress | None:
     """The socket peer, or (only when the peer is a trusted proxy) the nearest untrusted
-    address in ``X-Forwarded-For``, read from the right."""
+    address in ``X-Forwarded-For``, read from the right.
+
+    Every header line counts, joined in order (RFC 9110: repeated lines are one list), so a
+    client-supplied line placed before the proxy's cannot decide the address. A hop that
+    cannot be parsed stops the walk at the last trusted hop: never guess past garbage. The
+    ``Forwarded`` header is not read (docs/security.md).
+    """
     peer = request.transport.get_extra_info("peername") if request.transport else None
     ip: IPAddress | None = _parse_ip(peer[0]) if peer else None
     if ip is None or not trusted or not _in(ip, trusted):
         return ip
-    forwarded = request.headers.get("X-Forwarded-For", "")
-    for part in reversed(forwarded.split(",")):
-        try:
-            hop = ipaddress.ip_address(part.strip())
-        except ValueError:
-            return ip  # a garbled header: fall back to the proxy itself, never guess
+    lines = request.headers.getall("X-Forwarded-For", ())
+    for part in reversed(",".join(lines).split(",")):
+        hop = _parse_hop(part.strip())
+        if hop is None:
+            return ip
         if not _in(hop, trusted):
             return hop
         ip = hop
     return ip
+
+
+def _parse_hop(text: str) -> IPAddress | None:
+    """One ``X-Forwarded-For`` entry: an address, optionally ``v4:port`` or ``[v6]:port``."""
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0 or (end + 1 < len(text) and not text[end + 1 :].startswith(":")):
+            return None
+        text = text[1:end]
+    elif text.count(":") == 1:
+        text = text.split(":", 1)[0]
+    return _parse_ip(text) if text else None
 
 
 @functools.lru_cache(maxsize=4096)

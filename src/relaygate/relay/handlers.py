@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -480,7 +481,10 @@ async def _handle(
         check_group(rt, meta)
     if request.content_length is not None and request.content_length > rt.settings.max_body_bytes:
         raise RelayError(413, "Request body too large.", "invalid_request_error", "body_too_large")
-    raw = await request.read()
+    try:
+        raw = await request.read()
+    except RequestPayloadError:  # a Content-Encoding the body does not match
+        raise errors.UNREADABLE_BODY from None
     body = parse_body(raw)
     model, stream = requested_model(body, request, ep)
     ip = client_ip(request, rt.settings.trusted_proxies)
