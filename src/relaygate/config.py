@@ -39,6 +39,9 @@ class Settings:
     # Largest output (completion tokens per choice) one request may reserve; a client bound
     # above it, or none at all, is sent upstream as this bound. 0 = the model's maximum.
     max_reserve_tokens: int = 0
+    # Largest quota one request may reserve (500000 = $1); a larger worst case lowers the
+    # output bound sent upstream. 0 = no cap.
+    max_reserve_quota: int = 5_000_000
     # Clamp the upstream max_tokens to what the remaining quota affords.
     clamp_max_tokens: bool = True
     # Token metadata cache: positive TTL and negative (unknown key) TTL, seconds.
@@ -183,6 +186,7 @@ FIELDS: dict[str, tuple[str, Parser]] = {
     "key_prefix": ("RELAYGATE_KEY_PREFIX", _parse_prefix),
     "trusted_proxies": ("RELAYGATE_TRUSTED_PROXIES", _parse_networks),
     "max_reserve_tokens": ("RELAYGATE_MAX_RESERVE_TOKENS", lambda n, r: _parse_int(n, r, 0)),
+    "max_reserve_quota": ("RELAYGATE_MAX_RESERVE_QUOTA", lambda n, r: _parse_int(n, r, 0)),
     "clamp_max_tokens": ("RELAYGATE_CLAMP_MAX_TOKENS", _parse_bool),
     "cache_ttl": ("RELAYGATE_CACHE_TTL", _parse_float),
     "negative_cache_ttl": ("RELAYGATE_NEGATIVE_CACHE_TTL", _parse_float),

@@ -109,3 +109,42 @@ async def test_body_that_claims_gzip_and_is_not_gets_400(
     body = await resp.json()
     assert resp.status == 400, body
     assert body["error"]["type"] == "invalid_request_error"
+
+
+async def test_one_huge_request_cannot_hold_the_users_whole_balance(
+    env: Any, mock_upstream: str
+) -> None:
+    """Red-team #17: an unlimited token, ``max_tokens`` 10**8: the reservation stays within
+    RELAYGATE_MAX_RESERVE_QUOTA and the user's other token still gets served meanwhile."""
+    uid, _ = await env.admin.create_user("frank", 1, 10**9)
+    await env.admin.create_channel("mock", mock_upstream, "k", "m-slow")
+    await env.admin.set_option("ModelRatio", '{"m-slow": 1}')
+    big = await env.admin.create_token(uid, "big", unlimited=True)
+    other = await env.admin.create_token(uid, "other", unlimited=True)
+    client = await _app_on(env.settings.replace(max_reserve_quota=5000))
+    try:
+        huge = {"model": "m-slow", "messages": [{"role": "user", "content": "hi"}]}
+        first = asyncio.create_task(
+            client.post(
+                "/v1/chat/completions", json={**huge, "max_tokens": 10**8}, headers=bearer(big.key)
+            )
+        )
+        members: list[bytes] = []
+        for _ in range(100):
+            members = await env.redis.zrange(env.keys.reservations(uid), 0, -1)
+            if members:
+                break
+            await asyncio.sleep(0.02)
+        assert members, "the slow request never reserved"
+        amount = int(members[0].rsplit(b"|", 1)[1])
+        assert 0 < amount <= 5000
+        resp = await client.post(
+            "/v1/chat/completions", json={**huge, "max_tokens": 10}, headers=bearer(other.key)
+        )
+        assert resp.status == 200, await resp.text()
+        resp = await first
+        body = await resp.json()
+        assert resp.status == 200, body
+        assert body["usage"]["completion_tokens"] <= 5000
+    finally:
+        await client.close()

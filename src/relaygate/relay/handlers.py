@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from random import getrandbits
 from typing import Any
 
@@ -212,6 +212,21 @@ def output_bounds(
     if cap and per_choice > cap:
         per_choice = send = cap
     return OutputBound(per_choice * choices, field, choices, send)
+
+
+def within_quota_cap(bound: OutputBound, base: int, per_token_micro: int, cap: int) -> OutputBound:
+    """Lower the output bound so that one reservation costs at most ``cap`` quota units
+    (``RELAYGATE_MAX_RESERVE_QUOTA``): one request with a huge ``max_tokens`` on an
+    unlimited token must not hold its user's whole balance while it runs. The lowered
+    bound is sent upstream, so the answer stays within what was reserved. The prompt part
+    is never cut (one output token per choice stays possible)."""
+    if per_token_micro <= 0 or not bound.full:
+        return bound
+    affordable = (cap - base) * 1_000_000 // per_token_micro
+    if bound.full <= affordable:
+        return bound
+    per_choice = max(1, affordable // bound.choices)
+    return replace(bound, full=per_choice * bound.choices, send=per_choice)
 
 
 def check_scope(meta: TokenMeta, model: str, ip: IPAddress | None) -> None:
@@ -499,6 +514,10 @@ async def _handle(
     rates = rates.times(bound.calls)
     prompt_bound = len(raw) + IMAGE_TOKEN_BOUND * raw.count(b"image_url")
     rplan = rates.plan(prompt_bound)
+    if rt.settings.max_reserve_quota and bound.field is not None:
+        bound = within_quota_cap(
+            bound, rplan.base, rplan.per_token_micro, rt.settings.max_reserve_quota
+        )
     if rt.settles.pending >= MAX_KEPT:
         raise errors.LEDGER_UNAVAILABLE
     meta, res, ledger_keys, member = await reserve(
