@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from relaygate.config import FIELDS, ConfigError, Settings, from_env
+from relaygate.redact import RedactingFormatter
 
 log = logging.getLogger("relaygate")
 
@@ -31,11 +32,15 @@ class Fatal(Exception):
     """Stop with this one-line message and exit status 1."""
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
+
+
 def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
-    )
+    """Every record of every logger goes through one handler whose formatter redacts
+    credentials (docs/security.md)."""
+    logging.basicConfig(level=getattr(logging, level.upper()), format=LOG_FORMAT)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(RedactingFormatter(LOG_FORMAT))
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
