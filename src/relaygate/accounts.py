@@ -28,6 +28,8 @@ import asyncpg
 from redis.asyncio import Redis
 
 from relaygate import events, ledger
+from relaygate.keyindex import REFRESH_SECONDS as KEY_INDEX_REFRESH_SECONDS
+from relaygate.keyindex import KeyIndex
 from relaygate.keys import KeyScheme, msg_token, msg_user
 from relaygate.ledger import STATUS_DELETED, Scripts
 from relaygate.singleflight import SingleFlight
@@ -64,6 +66,7 @@ class Accounts:
         self.redis = redis
         self.scripts = scripts
         self.keys = keys
+        self.key_index = KeyIndex(pool, redis, keys)
         self._rebuilds: SingleFlight[tuple[str, int], None] = SingleFlight()
 
     # --- rebuild -------------------------------------------------------------------------
@@ -226,12 +229,17 @@ class Accounts:
         promise that the change still reaches every relay. Several reconcilers may run (one
         per worker): pushes are version-checked and idempotent.
         """
+        index_due = 0.0  # monotonic time of the next forced key index rebuild
+        loop = asyncio.get_running_loop()
         while not stop.is_set():
             try:
                 pushed = await self.reconcile_once()
+                if await self.key_index.ensure(force=loop.time() >= index_due):
+                    index_due = loop.time() + KEY_INDEX_REFRESH_SECONDS
             except Exception as exc:  # Redis or PostgreSQL down: retry next round
                 log.warning("ledger outbox: push failed (%s); retrying in %.0fs", exc, interval)
                 pushed = 0
+                index_due = 0.0  # Redis may come back having lost recent additions
             if pushed >= OUTBOX_BATCH:
                 continue  # a backlog: keep going
             if pushed:

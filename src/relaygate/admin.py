@@ -460,6 +460,10 @@ class Admin:
         enabled = bool(model_list) if model_limits_enabled is None else model_limits_enabled
         ips = normalize_allow_ips(allow_ips)
         key = new_token_key()
+        try:  # before the row: a committed key is always in the index (relaygate.keyindex)
+            await self.accounts.key_index.add(hash_secret(key))
+        except LEDGER_ERRORS:
+            raise AdminError(MSG_LEDGER_DOWN) from None
         async with self.pool.acquire() as conn, conn.transaction():
             exists = await conn.fetchval(
                 "SELECT 1 FROM users WHERE id = $1 AND deleted_at IS NULL FOR UPDATE", user_id

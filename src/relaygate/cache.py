@@ -148,6 +148,10 @@ class TokenCache:
     def __len__(self) -> int:
         return len(self._by_hash)
 
+    def holds(self, key_hash: bytes) -> bool:
+        """Known to this process (fresh or not): no lookup is needed to answer it."""
+        return key_hash in self._by_hash
+
     async def get(self, key_hash: bytes) -> TokenMeta | None:
         meta = self._by_hash.get(key_hash)
         now = time.monotonic()

@@ -42,6 +42,9 @@ class Settings:
     # Largest quota one request may reserve (500000 = $1); a larger worst case lowers the
     # output bound sent upstream. 0 = no cap.
     max_reserve_quota: int = 5_000_000
+    # Failed authentications (unknown keys or access tokens) one client address may make
+    # per minute and process before it gets 429 for keys not already cached. 0 = no limit.
+    auth_failures_per_minute: int = 60
     # Clamp the upstream max_tokens to what the remaining quota affords.
     clamp_max_tokens: bool = True
     # Token metadata cache: positive TTL and negative (unknown key) TTL, seconds.
@@ -187,6 +190,10 @@ FIELDS: dict[str, tuple[str, Parser]] = {
     "trusted_proxies": ("RELAYGATE_TRUSTED_PROXIES", _parse_networks),
     "max_reserve_tokens": ("RELAYGATE_MAX_RESERVE_TOKENS", lambda n, r: _parse_int(n, r, 0)),
     "max_reserve_quota": ("RELAYGATE_MAX_RESERVE_QUOTA", lambda n, r: _parse_int(n, r, 0)),
+    "auth_failures_per_minute": (
+        "RELAYGATE_AUTH_FAILURES_PER_MINUTE",
+        lambda n, r: _parse_int(n, r, 0),
+    ),
     "clamp_max_tokens": ("RELAYGATE_CLAMP_MAX_TOKENS", _parse_bool),
     "cache_ttl": ("RELAYGATE_CACHE_TTL", _parse_float),
     "negative_cache_ttl": ("RELAYGATE_NEGATIVE_CACHE_TTL", _parse_float),

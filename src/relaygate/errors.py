@@ -77,6 +77,12 @@ DAILY_QUOTA = _e(
 MONTHLY_QUOTA = _e(
     429, "This token's monthly quota is used up.", "insufficient_quota", "monthly_quota_exceeded"
 )
+AUTH_RATE_LIMITED = _e(
+    429,
+    "Too many failed authentications from your address; try again in a minute.",
+    "rate_limit_error",
+    "too_many_failed_authentications",
+)
 UPSTREAM_UNREACHABLE = _e(
     502,
     "The upstream channel could not be reached; nothing was charged.",

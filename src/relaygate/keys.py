@@ -81,6 +81,11 @@ class KeyScheme:
         return f"{self.prefix}:relay:{instance}"
 
     @property
+    def key_index(self) -> str:
+        """A set of key hash prefixes (relaygate.keyindex); its own hash slot."""
+        return f"{self.prefix}:{{keys}}"
+
+    @property
     def inval_channel(self) -> str:
         return f"{self.prefix}:inval"
 

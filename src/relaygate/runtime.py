@@ -23,6 +23,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from relaygate.accounts import Accounts
+from relaygate.authlimit import FailedAuthLimiter
 from relaygate.cache import TokenCache, TokenMeta, meta_from_row
 from relaygate.channels import ChannelTable, channel_from_row
 from relaygate.config import Settings
@@ -55,6 +56,7 @@ class Runtime:
     http: aiohttp.ClientSession
     cache: TokenCache = field(init=False)
     settles: SettleKeeper = field(init=False)
+    auth_failures: FailedAuthLimiter = field(init=False)
     channels: ChannelTable = field(default_factory=lambda: ChannelTable(()))
     prices: PriceBook = field(default_factory=PriceBook)
     started_at: float = field(default_factory=time.time)
@@ -67,6 +69,7 @@ class Runtime:
         self.cache = TokenCache(
             self.load_token, self.settings.cache_ttl, self.settings.negative_cache_ttl
         )
+        self.auth_failures = FailedAuthLimiter(self.settings.auth_failures_per_minute)
         journal = Journal(
             pathlib.Path(self.settings.journal_dir), f"{self.keys.prefix}-{self.instance}"
         )
@@ -75,6 +78,8 @@ class Runtime:
         )
 
     async def load_token(self, key_hash: bytes) -> TokenMeta | None:
+        if await self.accounts.key_index.cannot_exist(key_hash):
+            return None  # a made-up key: answered without PostgreSQL
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow(queries.TOKEN_META_BY_HASH, key_hash)
         if row is None or row["deleted_at"] is not None or row["user_deleted_at"] is not None:

@@ -21,11 +21,13 @@ from aiohttp import web
 from relaygate.admin import ROLE_ADMIN, ROLE_ROOT, ROLE_USER
 from relaygate.api.envelope import ApiFail
 from relaygate.credentials import hash_secret
+from relaygate.relay.auth import client_ip
 from relaygate.runtime import Runtime
 from relaygate.store import api_queries as q
 
 MSG_NO_TOKEN = "Unauthorized, not logged in and no access token provided"
 MSG_BAD_TOKEN = "Unauthorized, invalid access token"
+MSG_TOO_MANY_FAILURES = "Too many failed authentications from your address; try again in a minute"
 MSG_NO_USER_HEADER = "Unauthorized, New-Api-User header not provided"
 MSG_BAD_USER_HEADER = "Unauthorized, New-Api-User header format error"
 MSG_USER_MISMATCH = "Unauthorized, New-Api-User does not match logged in user"
@@ -71,9 +73,13 @@ async def authenticate(request: web.Request, rt: Runtime, level: Level) -> Calle
         raise ApiFail(MSG_NO_TOKEN, 401)
     if len(token) > 512:
         raise ApiFail(MSG_BAD_TOKEN)
+    ip = client_ip(request, rt.settings.trusted_proxies)
+    if rt.auth_failures.blocked(ip):
+        raise ApiFail(MSG_TOO_MANY_FAILURES, 429)
     async with rt.pool.acquire() as conn:
         row = await conn.fetchrow(q.USER_BY_ACCESS_TOKEN, hash_secret(token))
     if row is None:
+        rt.auth_failures.failed(ip)
         raise ApiFail(MSG_BAD_TOKEN)
     header = request.headers.get("New-Api-User")
     if header is None or header.strip() == "":

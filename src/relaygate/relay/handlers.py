@@ -485,12 +485,17 @@ async def _handle(
     if not key:
         raise errors.MISSING_KEY
     key_hash = hash_secret(key)
+    ip = client_ip(request, rt.settings.trusted_proxies)
+    limiter = rt.auth_failures
+    if limiter.blocked(ip) and not rt.cache.holds(key_hash):
+        raise errors.AUTH_RATE_LIMITED
     try:
         meta = await rt.cache.get(key_hash)
     except Exception as exc:
         log.warning("token metadata load failed: %s", exc)
         raise errors.METADATA_UNAVAILABLE from None
     if meta is None:
+        limiter.failed(ip)
         raise errors.INVALID_KEY
     if meta.token_group:
         check_group(rt, meta)
@@ -502,7 +507,6 @@ async def _handle(
         raise errors.UNREADABLE_BODY from None
     body = parse_body(raw)
     model, stream = requested_model(body, request, ep)
-    ip = client_ip(request, rt.settings.trusted_proxies)
     if not meta.in_scope(model, ip):  # rare: re-check against current metadata, or refuse
         meta = await confirmed_scope(rt, meta, key_hash, model, ip)
     if not rt.channels.has(meta.group, model):
