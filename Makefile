@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test test-unit test-integration lint typecheck services bench bench-locust bench-flusher bench-peers soak clean
+.PHONY: dev test test-unit test-integration lint typecheck services bench bench-locust bench-flusher bench-peers soak fuzz clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,10 @@ bench-peers: $(STAMP)
 soak: $(STAMP)
 	RELAYGATE_SOAK_SECONDS=$${RELAYGATE_SOAK_SECONDS:-600} $(BIN)/python -m tests.services -- $(BIN)/python -m pytest -q -s tests/e2e/test_checker.py -p no:cacheprovider
 	$(BIN)/python -m tests.services -- $(BIN)/python -m pytest -q -m soak tests/soak -p no:cacheprovider
+
+## Hostile-input fuzzing, longer than the bounded run inside make test.
+fuzz: $(STAMP)
+	RELAYGATE_FUZZ_EXAMPLES=$${RELAYGATE_FUZZ_EXAMPLES:-20000} $(BIN)/python -m tests.services -- $(BIN)/python -m pytest -q tests/fuzz tests/integration/test_relay_fuzz.py tests/integration/test_api_fuzz.py -p no:cacheprovider
 
 clean:
 	-$(BIN)/python -c 'import pathlib; from relaygate.devstack import stop_local_services; stop_local_services(pathlib.Path(".relaygate"))' 2>/dev/null
