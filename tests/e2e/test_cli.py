@@ -95,7 +95,14 @@ async def test_two_workers_share_a_port_and_sigterm_drains(env, stack):
                 return r.status
 
         tasks = [asyncio.create_task(one(i)) for i in range(20)]
-        await asyncio.sleep(0.2)  # all in flight at the slow upstream
+        # all 20 in flight (each holds its reservation) before SIGTERM; not a fixed sleep
+        shards = [env.keys.reservations_of_shard(i) for i in range(env.keys.shards)]
+        for _ in range(500):
+            held = sum([await env.redis.zcard(k) for k in shards])
+            if held == 20:
+                break
+            await asyncio.sleep(0.02)
+        assert held == 20, f"only {held} requests reached the upstream"
         assert relay.popen is not None
         relay.popen.send_signal(signal.SIGTERM)
         statuses = await asyncio.gather(*tasks)
