@@ -64,6 +64,7 @@ def relay_env(**extra: str) -> dict[str, str]:
             "RELAYGATE_KEY_PREFIX": PREFIX,
             "RELAYGATE_LOG_LEVEL": "warning",
             "RELAYGATE_FLUSH_BLOCK_MS": "100",
+            "RELAYGATE_ALLOW_LOOPBACK_UPSTREAMS": "true",  # nginx/mock upstreams on 127.0.0.1
         }
     )
     env.update(extra)

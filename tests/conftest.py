@@ -87,6 +87,8 @@ async def settings(database_url: str) -> AsyncIterator[Settings]:
         flush_block_ms=50,
         flush_linger_ms=50,
         flush_claim_idle_ms=1000,
+        # The mock upstreams listen on 127.0.0.1 (relaygate.upstreams refuses it by default).
+        allow_loopback_upstreams=True,
     )
     yield s
     redis = Redis.from_url(REDIS_URL)
@@ -117,7 +119,8 @@ async def env(settings: Settings) -> AsyncIterator[Env]:
     redis = Redis.from_url(settings.redis_url)
     keys = KeyScheme(settings.key_prefix, settings.shards)
     accounts = Accounts(pool, redis, Scripts.load(), keys)
-    yield Env(settings, pool, redis, keys, accounts, Admin(pool, accounts))
+    admin = Admin(pool, accounts, allow_loopback_upstreams=settings.allow_loopback_upstreams)
+    yield Env(settings, pool, redis, keys, accounts, admin)
     await pool.close()
     await redis.aclose()
 

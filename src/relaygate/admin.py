@@ -31,6 +31,7 @@ from relaygate.cache import parse_allow_ips
 from relaygate.credentials import hash_secret, mask_key, new_access_token, new_token_key
 from relaygate.keys import msg_channel
 from relaygate.store import api_queries, queries
+from relaygate.upstreams import UpstreamRefused, check_base_url
 
 log = logging.getLogger(__name__)
 
@@ -208,9 +209,13 @@ def _token_changes(
 
 
 class Admin:
-    def __init__(self, pool: asyncpg.Pool, accounts: Accounts) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, accounts: Accounts, *, allow_loopback_upstreams: bool = False
+    ) -> None:
         self.pool = pool
         self.accounts = accounts
+        # RELAYGATE_ALLOW_LOOPBACK_UPSTREAMS: whether a channel may point at loopback.
+        self.allow_loopback_upstreams = allow_loopback_upstreams
 
     # --- the write protocol: PostgreSQL, outbox, push -------------------------------------
 
@@ -545,6 +550,13 @@ class Admin:
 
     # --- channels ------------------------------------------------------------------------
 
+    def checked_base_url(self, base_url: str) -> str:
+        """Normalized (no trailing ``/v1``) and allowed by the SSRF guard (relaygate.upstreams)."""
+        try:
+            return check_base_url(base_url, self.allow_loopback_upstreams)
+        except UpstreamRefused as exc:
+            raise AdminError(str(exc)) from None
+
     async def create_channel(
         self,
         name: str,
@@ -562,8 +574,7 @@ class Admin:
     ) -> int:
         if not key:
             raise AdminError("channel key cannot be empty")
-        if not base_url.startswith(("http://", "https://")):
-            raise AdminError("base_url must start with http:// or https://")
+        base_url = self.checked_base_url(base_url)
         model_list = normalize_models(models)
         if not model_list:
             raise AdminError("a channel needs at least one model")
@@ -575,7 +586,7 @@ class Admin:
                 " weight, model_mapping, status, test_model)"
                 " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)"
                 " RETURNING id",
-                type_, name, key, base_url.rstrip("/"), model_list, group, priority, weight,
+                type_, name, key, base_url, model_list, group, priority, weight,
                 model_mapping, status, test_model,
             )  # fmt: skip
         await self.announce_channel(int(channel_id))
@@ -597,10 +608,7 @@ class Admin:
         if changes.get("key"):
             put("key", changes["key"])
         if "base_url" in changes:
-            base_url = str(changes["base_url"])
-            if not base_url.startswith(("http://", "https://")):
-                raise AdminError("base_url must start with http:// or https://")
-            put("base_url", base_url.rstrip("/"))
+            put("base_url", self.checked_base_url(str(changes["base_url"])))
         if "models" in changes:
             model_list = normalize_models(changes["models"])
             if not model_list:

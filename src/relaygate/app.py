@@ -13,7 +13,7 @@ import aiohttp
 from aiohttp import web
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from relaygate import metrics
+from relaygate import metrics, upstreams
 from relaygate.accounts import Accounts
 from relaygate.config import Settings
 from relaygate.keys import KeyScheme
@@ -93,7 +93,8 @@ async def build_runtime(settings: Settings) -> Runtime:
         await scripts.preload(redis)
         keys = KeyScheme(settings.key_prefix, settings.shards)
         http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True),
+            # TLS verified, and every address checked as it is connected (SSRF guard).
+            connector=upstreams.connector(settings),
             # A read timeout, not a total one: a total timeout arms a timer per request, and a
             # long stream that keeps producing is legitimate. Exactness does not depend on it
             # (a reservation reaped under a very long request is charged from zero at settle).

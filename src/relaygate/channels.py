@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from relaygate.upstreams import normalize_base_url
+
 TYPE_OPENAI = 1
 TYPE_CUSTOM = 8
 TYPE_ANTHROPIC = 14
@@ -65,7 +67,8 @@ def channel_from_row(row: Any) -> Channel:
         type=int(row["type"]),
         name=row["name"],
         key=row["key"],
-        base_url=(row["base_url"] or "https://api.openai.com").rstrip("/"),
+        # Normalized again here for rows written before writes were (a trailing /v1).
+        base_url=normalize_base_url(row["base_url"] or "https://api.openai.com"),
         models=frozenset(m for m in row["models"].split(",") if m),
         groups=frozenset(g.strip() for g in row["group"].split(",") if g.strip()),
         priority=int(row["priority"]),

@@ -451,7 +451,8 @@ async def _with_admin(
         accounts = Accounts(
             pool, redis, Scripts.load(), KeyScheme(settings.key_prefix, settings.shards)
         )
-        return await action(Admin(pool, accounts))
+        admin = Admin(pool, accounts, allow_loopback_upstreams=settings.allow_loopback_upstreams)
+        return await action(admin)
     except AdminError as exc:
         raise Fatal(str(exc)) from None
     except LEDGER_ERRORS as exc:  # one line, never a traceback
@@ -483,7 +484,7 @@ def cmd_admin(settings: Settings, args: argparse.Namespace) -> None:
         return {
             "id": cid,
             "name": args.name,
-            "base_url": args.base_url,
+            "base_url": admin.checked_base_url(args.base_url),
             "models": args.models.split(","),
         }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,6 +62,13 @@ class Settings:
     # charge from zero) is kept before the reaper prunes it.
     reaped_retention: int = 7 * 86400
     upstream_connect_timeout: float = 10.0
+    # Channel base_urls on loopback (127.0.0.0/8, ::1, localhost) are refused at write time and
+    # at connect time unless this is set (development and tests: docs/security.md). Link-local
+    # and cloud metadata addresses are always refused; private (RFC 1918) ranges are allowed.
+    allow_loopback_upstreams: bool = False
+    # Verify upstream TLS certificates; an extra CA bundle (PEM) trusted on top of the system's.
+    upstream_tls_verify: bool = True
+    upstream_ca_file: str = ""
     # Deadline of every Redis call (seconds): past it the relay answers 503 ledger_unavailable
     # rather than wait, and a settle is kept and replayed (see relaygate.settles).
     redis_timeout: float = 2.0
@@ -158,6 +166,20 @@ def _parse_networks(
     return tuple(nets)
 
 
+def _parse_ca_file(name: str, raw: str) -> str:
+    """A PEM CA bundle, loaded once here so that a bad one stops the start in one line."""
+    value = raw.strip()
+    if not value:
+        return ""
+    if not os.path.isfile(value):
+        raise ConfigError(f"{name}: no such file {value!r}")
+    try:
+        ssl.create_default_context().load_verify_locations(cafile=value)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"{name}: {value!r} is not a PEM CA bundle ({exc})") from None
+    return value
+
+
 def _parse_log_level(name: str, raw: str) -> str:
     low = raw.strip().lower()
     if low not in LOG_LEVELS:
@@ -202,6 +224,9 @@ FIELDS: dict[str, tuple[str, Parser]] = {
     "heartbeat_ttl": ("RELAYGATE_HEARTBEAT_TTL", lambda n, r: _parse_int(n, r, 3, 3600)),
     "reaped_retention": ("RELAYGATE_REAPED_RETENTION", lambda n, r: _parse_int(n, r, 1)),
     "upstream_connect_timeout": ("RELAYGATE_UPSTREAM_CONNECT_TIMEOUT", _parse_float),
+    "allow_loopback_upstreams": ("RELAYGATE_ALLOW_LOOPBACK_UPSTREAMS", _parse_bool),
+    "upstream_tls_verify": ("RELAYGATE_UPSTREAM_TLS_VERIFY", _parse_bool),
+    "upstream_ca_file": ("RELAYGATE_UPSTREAM_CA_FILE", _parse_ca_file),
     "redis_timeout": ("RELAYGATE_REDIS_TIMEOUT", _parse_positive_float),
     "journal_dir": ("RELAYGATE_JOURNAL_DIR", _parse_path),
     "flush_batch": ("RELAYGATE_FLUSH_BATCH", lambda n, r: _parse_int(n, r, 1, 100_000)),

@@ -64,6 +64,7 @@ async def seed(settings: Settings, mock_port: int) -> dict[str, Any]:
         admin = Admin(
             pool,
             Accounts(pool, redis, Scripts.load(), KeyScheme(settings.key_prefix, settings.shards)),
+            allow_loopback_upstreams=settings.allow_loopback_upstreams,
         )
         creds: dict[str, Any] = {}
         if creds_path.exists():
@@ -152,6 +153,9 @@ def run_dev(settings: Settings, mock_port: int, serve: bool) -> None:
         settings = prepare_services(settings)
     except Exception as exc:
         raise Fatal(f"could not prepare Redis/PostgreSQL: {exc}") from None
+    # The demo channel is the mock upstream on 127.0.0.1: loopback upstreams are allowed
+    # here, and only here (docs/security.md).
+    settings = settings.replace(allow_loopback_upstreams=True)
     creds = _run(seed(settings, mock_port))
     settings = settings.replace(with_worker=True)
     if not serve:

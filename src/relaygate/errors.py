@@ -89,6 +89,11 @@ UPSTREAM_UNREACHABLE = _e(
     "upstream_error",
     "bad_gateway",
 )
+# The upstream refused the channel's own credential (its 401/403): the caller's key is fine,
+# and the upstream's body, which may echo the channel key, is not passed on.
+UPSTREAM_AUTH_FAILED = _e(
+    502, "upstream channel authentication failed", "upstream_error", "upstream_auth_failed"
+)
 LEDGER_UNAVAILABLE = _e(
     503, "The quota ledger is unavailable; try again shortly.", "server_error", "ledger_unavailable"
 )

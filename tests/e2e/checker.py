@@ -326,7 +326,7 @@ async def run_checker(env: Any, stack: Stack, tmp: Path, duration: float) -> Non
     await web.TCPSite(runner, "127.0.0.1", up_port).start()
     redis = Redis.from_url(private.url)
     accounts = Accounts(env.pool, redis, Scripts.load(), env.keys)
-    admin = Admin(env.pool, accounts)
+    admin = Admin(env.pool, accounts, allow_loopback_upstreams=True)
     sys_ = System(env, stack, private, proxy, pg_port, tmp / "journal")
     history = History()
     stop = asyncio.Event()

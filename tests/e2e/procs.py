@@ -35,6 +35,7 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
             "RELAYGATE_UPSTREAM_TIMEOUT": "5",
             "RELAYGATE_RESERVATION_TTL": "600",  # crashed relays are found by heartbeat, not TTL
             "RELAYGATE_HEARTBEAT_TTL": "3",
+            "RELAYGATE_ALLOW_LOOPBACK_UPSTREAMS": "true",  # the mock upstream is on 127.0.0.1
         }
     )
     env.update(extra)

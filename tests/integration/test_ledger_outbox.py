@@ -34,7 +34,7 @@ class ScriptsFail:
 
 def _failing(env: Any) -> Admin:
     accounts = Accounts(env.pool, ScriptsFail(env.redis), env.accounts.scripts, env.keys)  # type: ignore[arg-type]
-    return Admin(env.pool, accounts)
+    return Admin(env.pool, accounts, allow_loopback_upstreams=True)
 
 
 async def _outbox(env: Any) -> list[tuple[str, int]]:
@@ -92,7 +92,11 @@ async def test_set_remain_with_redis_unreachable_changes_nothing(env, settings):
     from redis.asyncio import Redis
 
     dead = Redis.from_url("redis://127.0.0.1:1/0")
-    admin = Admin(env.pool, Accounts(env.pool, dead, env.accounts.scripts, env.keys))
+    admin = Admin(
+        env.pool,
+        Accounts(env.pool, dead, env.accounts.scripts, env.keys),
+        allow_loopback_upstreams=True,
+    )
     try:
         for call in (
             admin.set_user_remain(uid, 5),

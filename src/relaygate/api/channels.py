@@ -34,6 +34,7 @@ from relaygate.api.views import channel_view
 from relaygate.channels import channel_from_row
 from relaygate.relay.handlers import upstream_headers
 from relaygate.store import api_queries as q
+from relaygate.upstreams import refusal_of
 
 routes = RouteTable()
 
@@ -170,7 +171,8 @@ async def test_channel(ctx: Ctx) -> web.StreamResponse:
             status = resp.status
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         elapsed = time.perf_counter() - started
-        return fail(f"Channel test failed: {type(exc).__name__}", time=round(elapsed, 3))
+        reason = refusal_of(exc) or type(exc).__name__  # names an address, never the key
+        return fail(f"Channel test failed: {reason}", time=round(elapsed, 3))
     elapsed = time.perf_counter() - started
     await ctx.admin.record_channel_test(channel_id, int(elapsed * 1000))
     if status != 200:

@@ -220,7 +220,13 @@ SCHEMAS: dict[str, Schema] = {
             "type": {"type": "integer", "minimum": 0, "maximum": 1000},
             "name": {"type": "string", "maxLength": 100},
             "key": {"type": "string", "maxLength": 10000, "description": "write-only"},
-            "base_url": {"type": "string", "pattern": "^https?://", "maxLength": 500},
+            "base_url": {
+                "type": "string",
+                "pattern": "^https?://",
+                "maxLength": 500,
+                "description": "a trailing /v1 is dropped; link-local, cloud metadata and"
+                " (unless RELAYGATE_ALLOW_LOOPBACK_UPSTREAMS) loopback hosts are refused",
+            },
             "models": {"type": ["string", "array"], "items": STR},
             "group": {"type": ["string", "array"], "items": STR},
             "priority": {"type": "integer", "minimum": -1_000_000_000, "maximum": 1_000_000_000},

@@ -46,7 +46,11 @@ class Ctx:
 
     @property
     def admin(self) -> Admin:
-        return Admin(self.rt.pool, self.rt.accounts)
+        return Admin(
+            self.rt.pool,
+            self.rt.accounts,
+            allow_loopback_upstreams=self.rt.settings.allow_loopback_upstreams,
+        )
 
 
 Handler = Callable[[Ctx], Awaitable[web.StreamResponse]]

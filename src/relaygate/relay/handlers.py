@@ -26,7 +26,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from relaygate import errors, events, ledger
+from relaygate import errors, events, ledger, upstreams
 from relaygate.cache import TokenMeta
 from relaygate.channels import Channel
 from relaygate.credentials import hash_secret
@@ -34,6 +34,7 @@ from relaygate.errors import RelayError
 from relaygate.keys import DAY_TTL_SECONDS, MONTH_TTL_SECONDS, day_and_month, day_key, month_key
 from relaygate.ledger import Code, ReserveRequest
 from relaygate.pricing import ModelPricing, Rates
+from relaygate.redact import redact, redact_bytes
 from relaygate.relay import dialects
 from relaygate.relay.auth import IPAddress, client_ip, extract_key, ip_text
 from relaygate.relay.sse import SSEUsageFilter
@@ -604,13 +605,17 @@ async def forward(
         try:
             up = await rt.http.post(url, data=payload, headers=headers)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            log.warning("channel %d unreachable (%s)", channel.id, type(exc).__name__)
+            refusal = upstreams.refusal_of(exc)
+            if refusal is not None:
+                log.warning("channel %d not called: %s", channel.id, refusal)
+            else:
+                log.warning("channel %d unreachable (%s)", channel.id, type(exc).__name__)
             continue
         try:
             if up.status >= 400 or not stream or not _is_event_stream(up):
                 # An upstream that answers a stream request with a plain body is billed
                 # (and passed on) like any body: it delivered the answer.
-                return await _non_stream(request, rt, job, channel, up, t_up)
+                return await _non_stream(request, rt, job, channel, up, t_up, ep.dialect)
             return await _stream(request, rt, job, channel, up, inject_usage, t_up, ep.dialect)
         finally:
             up.release()
@@ -636,6 +641,7 @@ async def _non_stream(
     channel: Channel,
     up: aiohttp.ClientResponse,
     t_up: float,
+    dialect: str,
 ) -> tuple[web.StreamResponse, bool]:
     try:
         data = await up.read()
@@ -643,7 +649,7 @@ async def _non_stream(
         log.warning("channel %d failed mid-answer (%s)", channel.id, type(exc).__name__)
         raise errors.UPSTREAM_UNREACHABLE from None
     upstream_ms = (time.perf_counter() - t_up) * 1000
-    if up.status >= 400:  # the upstream's own error: pass it through, refund in full
+    if up.status >= 400:  # the upstream's own error: refund in full
         actual, event = 0, None
     else:
         prompt, completion, estimated = _usage_from_body(data, job)
@@ -651,8 +657,14 @@ async def _non_stream(
         event = usage_event(job, channel, prompt, completion, False, estimated)
     overhead = (time.perf_counter() - job.t0) * 1000 - upstream_ms
     headers = _common_headers(job, overhead)
-    headers["Content-Type"] = up.headers.get("Content-Type", JSON_CT)
-    response = web.Response(status=up.status, body=data, headers=headers)
+    response: web.Response
+    if up.status in (401, 403):
+        response = _upstream_auth_failed(job, channel, up.status, dialect, headers)
+    elif up.status >= 400:
+        response = _upstream_error(channel, up, data, headers)
+    else:
+        headers["Content-Type"] = up.headers.get("Content-Type", JSON_CT)
+        response = web.Response(status=up.status, body=data, headers=headers)
 
     async def respond() -> None:
         await response.prepare(request)
@@ -660,6 +672,33 @@ async def _non_stream(
 
     await settle(rt, job, actual, event, respond)
     return response, True
+
+
+def _upstream_auth_failed(
+    job: Job, channel: Channel, status: int, dialect: str, headers: dict[str, str]
+) -> web.Response:
+    """The upstream refused the channel's credential. The caller did nothing wrong (its own
+    401 would read as "your key is bad"), and such bodies are the ones that echo the key
+    presented: answer a gateway error in the caller's dialect instead, and tell the operator."""
+    log.warning(
+        "channel %d (%s): the upstream refused the channel key (HTTP %d)",
+        channel.id,
+        channel.name,
+        status,
+    )
+    response = errors.UPSTREAM_AUTH_FAILED.response(job.rid, dialect)
+    response.headers.update(headers)
+    return response
+
+
+def _upstream_error(
+    channel: Channel, up: aiohttp.ClientResponse, data: bytes, headers: dict[str, str]
+) -> web.Response:
+    """The upstream's own error, passed through with its status and body, minus anything
+    that looks like a credential (the channel key above all: relaygate.redact)."""
+    secrets = (channel.key,)
+    headers["Content-Type"] = redact(up.headers.get("Content-Type", JSON_CT), secrets)
+    return web.Response(status=up.status, body=redact_bytes(data, secrets), headers=headers)
 
 
 async def _whole_stream(
