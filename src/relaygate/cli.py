@@ -28,6 +28,9 @@ from relaygate.redact import RedactingFormatter
 log = logging.getLogger("relaygate")
 
 
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
 class Fatal(Exception):
     """Stop with this one-line message and exit status 1."""
 
@@ -301,6 +304,9 @@ async def serve_app(settings: Settings, extra: Callable[[], Awaitable[None]] | N
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # A forked worker starts with these blocked (cmd_serve): one sent while it was still
+    # starting is delivered now, to the handler, instead of killing it half set up.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     if extra is not None:
         await extra()
     await stop.wait()
@@ -336,6 +342,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
         _run(serve_app(settings))
         return
     children: list[int] = []
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # until each side has its handler
     for _ in range(settings.workers):
         pid = os.fork()
         if pid == 0:
@@ -357,6 +364,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     status = 0
     for child in children:
         _, code = os.waitpid(child, 0)

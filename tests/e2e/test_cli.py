@@ -114,6 +114,16 @@ async def test_two_workers_share_a_port_and_sigterm_drains(env, stack):
         assert await conn.fetchval("SELECT COUNT(*) FROM logs") == 20
 
 
+async def test_sigterm_while_a_worker_is_still_starting_exits_cleanly(env, stack):
+    """A SIGTERM that reaches a forked worker before it installed its handler used to kill
+    it outright (exit status -15, no cleanup): the signals are blocked until then."""
+    for _ in range(3):
+        relay = await stack.relay(free_port(), with_worker=True, RELAYGATE_WORKERS="2")
+        assert relay.popen is not None
+        relay.popen.send_signal(signal.SIGTERM)  # one worker answered /healthz; maybe not both
+        assert await asyncio.to_thread(relay.popen.wait, 30) == 0
+
+
 async def test_migrate_creates_a_missing_database_and_applies_once(settings):
     import json
 
