@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from relaygate.config import FIELDS, ConfigError, Settings, from_env
+from relaygate.connguard import ConnectionGuard
 from relaygate.redact import RedactingFormatter
 
 log = logging.getLogger("relaygate")
@@ -284,11 +285,21 @@ async def serve_app(settings: Settings, extra: Callable[[], Awaitable[None]] | N
     app = init_app(settings)
     if settings.with_worker:
         app.cleanup_ctx.append(_flusher_ctx(settings))
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=30)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=30,
+        keepalive_timeout=settings.keepalive_timeout,
+    )
     try:
         await runner.setup()
     except Exception as exc:
         raise Fatal(_describe_start_error(exc, settings)) from None
+    assert runner.server is not None
+    ConnectionGuard(
+        settings.header_timeout, settings.max_connections_per_ip, settings.trusted_proxies
+    ).install(runner.server)
     try:
         sock = _listen_socket(settings.host, settings.port, reuse_port=settings.workers > 1)
     except OSError as exc:

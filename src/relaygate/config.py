@@ -72,6 +72,13 @@ class Settings:
     # Deadline of every Redis call (seconds): past it the relay answers 503 ledger_unavailable
     # rather than wait, and a settle is kept and replayed (see relaygate.settles).
     redis_timeout: float = 2.0
+    # Slow clients (relaygate.connguard): seconds a new connection has to deliver its first
+    # request head; idle seconds between requests on a kept-alive connection (a trickled
+    # next head is cut by it too); open connections per client address (0 = no cap;
+    # trusted proxies are exempt).
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 15.0
+    max_connections_per_ip: int = 256
     # Where a relay journals the settles it could not write to Redis yet, replayed at the next
     # start (must survive a restart of the process: a volume in containers).
     journal_dir: str = ".relaygate/journal"
@@ -228,6 +235,12 @@ FIELDS: dict[str, tuple[str, Parser]] = {
     "upstream_tls_verify": ("RELAYGATE_UPSTREAM_TLS_VERIFY", _parse_bool),
     "upstream_ca_file": ("RELAYGATE_UPSTREAM_CA_FILE", _parse_ca_file),
     "redis_timeout": ("RELAYGATE_REDIS_TIMEOUT", _parse_positive_float),
+    "header_timeout": ("RELAYGATE_HEADER_TIMEOUT", _parse_positive_float),
+    "keepalive_timeout": ("RELAYGATE_KEEPALIVE_TIMEOUT", _parse_positive_float),
+    "max_connections_per_ip": (
+        "RELAYGATE_MAX_CONNECTIONS_PER_IP",
+        lambda n, r: _parse_int(n, r, 0),
+    ),
     "journal_dir": ("RELAYGATE_JOURNAL_DIR", _parse_path),
     "flush_batch": ("RELAYGATE_FLUSH_BATCH", lambda n, r: _parse_int(n, r, 1, 100_000)),
     "flush_block_ms": ("RELAYGATE_FLUSH_BLOCK_MS", lambda n, r: _parse_int(n, r, 1)),
