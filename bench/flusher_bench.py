@@ -2,7 +2,7 @@
 
 Pushes BENCH_FLUSH_EVENTS (200,000) synthetic usage events into the shard streams — the
 entry format settle.lua writes (``quota`` plus the ``event`` JSON of
-``relaygate.relay.handlers.usage_event``) — with XADD pipelines, then starts ``relaygate worker`` processes
+``relaygate.relay.accounting.usage_event``) — with XADD pipelines, then starts ``relaygate worker`` processes
 (BENCH_FLUSH_WORKERS, default 1) and measures, from the first row landing to the last, how
 many events per second reach the ``logs`` table. Checks exactly-once afterwards: one row
 per event, and the tokens' used_quota equals the sum of the events' quota.

@@ -15,19 +15,17 @@ from redis.asyncio import BlockingConnectionPool, Redis
 
 from relaygate import metrics, upstreams
 from relaygate.accounts import Accounts
+from relaygate.appkeys import RUNTIME, SETTINGS
 from relaygate.config import Settings
 from relaygate.keys import KeyScheme
 from relaygate.ledger import Scripts
 from relaygate.redispipe import PipelinedRedis
-from relaygate.relay.handlers import RUNTIME
 from relaygate.relay.routes import add_routes
 from relaygate.runtime import Runtime
 from relaygate.settles import adopt_journals
 from relaygate.store.db import create_pool
 
 log = logging.getLogger(__name__)
-
-SETTINGS: web.AppKey[Settings] = web.AppKey("relaygate.settings", Settings)
 
 
 class UnsafeRedis(RuntimeError):
@@ -116,8 +114,7 @@ async def build_runtime(settings: Settings) -> Runtime:
             accounts=Accounts(pool, redis, scripts, keys),
             http=http,
         )
-        await rt.reload_channels()
-        await rt.reload_prices()
+        await rt.catalog.reload()
         return rt
     except BaseException:
         if http is not None:
@@ -134,15 +131,14 @@ async def close_runtime(rt: Runtime) -> None:
     """After draining: nothing of ours is in flight. Kept ledger writes get a last chance
     to reach Redis; what does not stays journaled for the next start (and then our heartbeat
     is left to lapse on its own: the reaper treats our reservations as any dead relay's)."""
-    await rt.drain(within=10)
+    await rt.background.drain(within=10)
     await rt.settles.flush(within=5)
     if not rt.settles.pending:
         with contextlib.suppress(Exception):
-            await rt.redis.delete(rt.keys.heartbeat(rt.instance))
+            await rt.heartbeat.stop()
     rt.settles.close()
     await rt.http.close()
-    if isinstance(rt.hot, PipelinedRedis):
-        await rt.hot.aclose()
+    await rt.hot.aclose()
     await rt.pool.close()
     await rt.redis.aclose()
 
@@ -151,17 +147,18 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     rt = await build_runtime(app[SETTINGS])
     app[RUNTIME] = rt
     # Alive before the first reservation, so the reaper never mistakes us for dead.
-    await rt.beat()
+    await rt.heartbeat.beat()
     journal = rt.settles.journal
     adopt_journals(journal.directory, rt.keys.prefix, journal.path, rt.settles.keep_all)
+    bg = rt.background
     tasks = [
-        asyncio.create_task(rt.settles.run(rt.closing), name="ledger-replay"),
-        asyncio.create_task(rt.listen_invalidations(), name="invalidations"),
-        asyncio.create_task(rt.refresh_periodically(), name="refresh"),
-        asyncio.create_task(rt.heartbeat(), name="heartbeat"),
+        asyncio.create_task(rt.settles.run(bg.closing), name="ledger-replay"),
+        asyncio.create_task(rt.invalidations.run(bg), name="invalidations"),
+        asyncio.create_task(rt.catalog.refresh_periodically(bg), name="refresh"),
+        asyncio.create_task(rt.heartbeat.run(bg), name="heartbeat"),
     ]
     yield
-    rt.closing.set()
+    bg.closing.set()
     for task in tasks:
         task.cancel()
     # Bounded: a background loop must never hold up shutdown.

@@ -3,7 +3,9 @@
 Scripts are package files read once, registered by SHA and called with EVALSHA; on
 ``NOSCRIPT`` (a ``SCRIPT FLUSH`` or a restarted Redis) the script is loaded again and the
 call retried, so no request fails for it. The connection is anything with redis-py's
-``execute_command`` (the ordinary pool, or the hot path's auto-pipelined connection).
+``execute_command`` (``Executor``: the ordinary pool, fakeredis in unit tests); the hot path
+passes a ``Pipeline`` (``relaygate.redispipe``), which can also queue a command without a
+coroutine of its own. The ledger knows these two shapes, never a concrete transport.
 """
 
 from __future__ import annotations
@@ -19,11 +21,22 @@ from typing import Any, Protocol
 
 from redis.exceptions import NoScriptError, ResponseError
 
-from relaygate.redispipe import PipelinedRedis
-
 
 class Executor(Protocol):
     async def execute_command(self, *args: Any, **options: Any) -> Any: ...
+
+
+class Pipeline(Executor, Protocol):
+    """A connection that can queue a command and hand back its reply future directly."""
+
+    def send(self, *args: Any) -> asyncio.Future[Any] | None:
+        """The reply future, or None when the command cannot be queued now (down,
+        saturated): then ``execute_command`` is the way."""
+
+    def written(self) -> asyncio.Future[None]:
+        """Resolved once everything queued so far has been handed to the socket."""
+
+    async def aclose(self) -> None: ...
 
 
 class Code(enum.IntEnum):
@@ -42,7 +55,7 @@ class Code(enum.IntEnum):
     MONTHLY_QUOTA = 33
 
 
-_CODES = {c.value: c for c in Code}  # Code(n) through the enum machinery costs ~0.4 µs
+_CODES = {c.value: c for c in Code}  # a dict lookup: Code(n) runs the enum machinery
 
 # Token status values (New API) plus our tombstone for soft-deleted tokens.
 STATUS_ENABLED = 1
@@ -64,17 +77,26 @@ class Script:
 
     async def __call__(self, conn: Executor, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:
-            # On the hot path's pipelined connection the command is queued without the
-            # coroutine layers of execute_command (None: down or saturated, take those).
-            sent = None
-            if isinstance(conn, PipelinedRedis):
-                sent = conn.send("EVALSHA", self.sha, len(keys), *keys, *args)
-            if sent is not None:
-                return await sent
             return await conn.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
         except ResponseError as exc:
             if not is_noscript(exc):
                 raise
+        return await self._eval(conn, keys, args)
+
+    async def pipelined(self, conn: Pipeline, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """As a call, but queued without the coroutine layers of ``execute_command`` when
+        the connection can take it now (the hot path)."""
+        sent = conn.send("EVALSHA", self.sha, len(keys), *keys, *args)
+        if sent is None:
+            return await self(conn, keys, args)
+        try:
+            return await sent
+        except ResponseError as exc:
+            if not is_noscript(exc):
+                raise
+        return await self._eval(conn, keys, args)
+
+    async def _eval(self, conn: Executor, keys: Sequence[str], args: Sequence[Any]) -> Any:
         # EVAL sends the body, runs it and caches it server-side in one step, so it cannot
         # lose a race with another SCRIPT FLUSH the way SCRIPT LOAD + EVALSHA could.
         return await conn.execute_command("EVAL", self.body, len(keys), *keys, *args)
@@ -137,7 +159,23 @@ async def reserve(
     req: ReserveRequest,
     ttls: tuple[int, int],
 ) -> Reservation:
-    args = (
+    return _reservation(await scripts.reserve(conn, keys, _reserve_args(req, ttls)))
+
+
+async def reserve_pipelined(
+    scripts: Scripts,
+    conn: Pipeline,
+    keys: Sequence[str],
+    req: ReserveRequest,
+    ttls: tuple[int, int],
+) -> Reservation:
+    """``reserve`` on the hot path's connection (``Script.pipelined``)."""
+    raw = await scripts.reserve.pipelined(conn, keys, _reserve_args(req, ttls))
+    return _reservation(raw)
+
+
+def _reserve_args(req: ReserveRequest, ttls: tuple[int, int]) -> tuple[Any, ...]:
+    return (
         req.cached_ver,
         req.now,
         req.base,
@@ -149,7 +187,9 @@ async def reserve(
         req.member_prefix,
         req.deadline,
     )
-    raw = await scripts.reserve(conn, keys, args)
+
+
+def _reservation(raw: Any) -> Reservation:
     return Reservation(_CODES[int(raw[0])], int(raw[1]), int(raw[2]), int(raw[3]))
 
 
@@ -194,17 +234,15 @@ async def settle(scripts: Scripts, conn: Executor, call: SettleCall) -> Settled:
 
 
 def send_settle(
-    scripts: Scripts, conn: Executor, call: SettleCall
+    scripts: Scripts, conn: Pipeline, call: SettleCall
 ) -> tuple[asyncio.Future[Any], asyncio.Future[None]] | None:
-    """Queue a first settle attempt without waiting, when ``conn`` can: (reply, written),
-    see ``PipelinedRedis.send``; None otherwise (then call ``settle``).
+    """Queue a first settle attempt without waiting, when ``conn`` can take it now:
+    (reply, written), see ``Pipeline.send``; None otherwise (then call ``settle``).
 
     The reply is ``settle.lua``'s raw array. Whatever goes wrong with it (NOSCRIPT, a dropped
     connection, a deadline) is mended by replaying the call, which applies it only if this
     attempt did not.
     """
-    if not isinstance(conn, PipelinedRedis):
-        return None
     keys = call.keys
     reply = conn.send("EVALSHA", scripts.settle.sha, len(keys), *keys, *call.argv())
     return None if reply is None else (reply, conn.written())

@@ -19,9 +19,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from relaygate.relay.handlers import RUNTIME
+from relaygate.appkeys import RUNTIME, STATS
 from relaygate.runtime import Runtime
-from relaygate.stats import STATS, RequestStats
+from relaygate.stats import RequestStats
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -84,7 +84,7 @@ class RuntimeCollector(Collector):
         size.add_metric([], len(rt.cache))
         yield size
         channels = GaugeMetricFamily("relaygate_channels", "Enabled channels loaded")
-        channels.add_metric([], len(rt.channels.channels))
+        channels.add_metric([], len(rt.catalog.channels.channels))
         yield channels
 
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from bisect import bisect_left
 
-from aiohttp import web
-
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -35,6 +33,3 @@ class RequestStats:
             self.sums[route] = 0.0
         slots[bisect_left(self.buckets, seconds)] += 1
         self.sums[route] += seconds
-
-
-STATS: web.AppKey[RequestStats] = web.AppKey("relaygate.stats", RequestStats)

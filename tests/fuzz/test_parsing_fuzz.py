@@ -24,12 +24,12 @@ from multidict import CIMultiDict
 from relaygate.admin import AdminError, normalize_allow_ips
 from relaygate.cache import parse_allow_ips
 from relaygate.credentials import hash_secret, strip_key
-from relaygate.errors import RelayError
 from relaygate.pricing import ModelPricing
 from relaygate.redact import redact
 from relaygate.relay import dialects
 from relaygate.relay.auth import client_ip, extract_key
-from relaygate.relay.handlers import (
+from relaygate.relay.errors import RelayError
+from relaygate.relay.request import (
     CHAT,
     CLAUDE_MESSAGES,
     GEMINI_GENERATE,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from relaygate.appkeys import RUNTIME
 from relaygate.flusher import Flusher
 from relaygate.ledger import Scripts
-from relaygate.relay.handlers import RUNTIME
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -15,8 +15,8 @@ CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 async def refresh(client: Any) -> None:
     """Make the in-process relay pick up channels/prices written after it started."""
     rt = client.app[RUNTIME]
-    await rt.reload_channels()
-    await rt.reload_prices()
+    await rt.catalog.reload_channels()
+    await rt.catalog.reload_prices()
 
 
 async def hook_world(env: Any, client: Any, upstream: str) -> tuple[int, Any]:

@@ -11,8 +11,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from relaygate.appkeys import RUNTIME
 from relaygate.pricing import PriceBook
-from relaygate.relay.handlers import RUNTIME, estimate_tokens
+from relaygate.relay.request import estimate_tokens
 
 from .helpers import bearer
 
@@ -66,8 +67,8 @@ async def _setup(env: Any, relay: TestClient, upstream: str) -> tuple[int, Any]:
     uid, _ = await env.root_user()
     await env.admin.create_channel("hostile", upstream, "k", ",".join(MODELS))
     await env.admin.set_option("ModelRatio", orjson.dumps(dict.fromkeys(MODELS, 1)).decode())
-    await relay.app[RUNTIME].reload_channels()
-    await relay.app[RUNTIME].reload_prices()
+    await relay.app[RUNTIME].catalog.reload_channels()
+    await relay.app[RUNTIME].catalog.reload_prices()
     return uid, await env.admin.create_token(uid, "t", remain_quota=10**8)
 
 

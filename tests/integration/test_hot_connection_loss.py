@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
+from relaygate.appkeys import RUNTIME
 from relaygate.ledger import parse_reservation_member
-from relaygate.relay.handlers import RUNTIME
 
 from .helpers import bearer, flush_all, ledger, pg_token, refresh
 
@@ -49,7 +49,7 @@ async def test_dropped_hot_connection_loses_and_doubles_nothing(env, mock_upstre
 
     # Settles whose reply was lost are re-run (idempotently), and reservations made by
     # reserves whose reply was lost (their clients got 503) are given back, in the background.
-    await rt.drain(10)
+    await rt.background.drain(10)
     assert await flush_all(env) == answered, "one usage row per answered request"
     left = [
         parse_reservation_member(m.decode())

@@ -17,9 +17,9 @@ from redis.asyncio import Redis
 
 from relaygate import ledger
 from relaygate.app import init_app
+from relaygate.appkeys import RUNTIME
 from relaygate.ledger import ReserveRequest, Scripts
 from relaygate.pricing import PriceBook
-from relaygate.relay.handlers import RUNTIME
 
 from .helpers import CHAT, bearer, flush_all
 from .privredis import PrivateRedis
@@ -63,7 +63,7 @@ async def test_concurrent_requests_without_max_tokens_never_deliver_past_the_quo
     What the upstream delivered (its usage) is charged exactly and never exceeds the quota."""
     uid, _ = await env.root_user()
     await env.admin.create_channel("long", long_upstream, "k", "gpt-4o-mini")
-    await relay.app[RUNTIME].reload_channels()
+    await relay.app[RUNTIME].catalog.reload_channels()
     rates = PriceBook().rates("gpt-4o-mini", "default")
     assert rates is not None
     quota = 3 * rates.charge(200, 16384)
@@ -306,7 +306,7 @@ async def test_image_generation_is_billed_per_image(env: Any, relay: TestClient)
     await upstream.start_server()
     uid, _ = await env.root_user()
     await env.admin.create_channel("img", str(upstream.make_url("")).rstrip("/"), "k", "dall-e-3")
-    await relay.app[RUNTIME].reload_channels()
+    await relay.app[RUNTIME].catalog.reload_channels()
     tok = await env.admin.create_token(uid, "t", remain_quota=10**8)
     key = env.keys.token(uid, tok.id)
     spent = []
@@ -336,7 +336,7 @@ async def test_gemini_candidate_count_is_reserved_and_bounds_the_answer(
     maxOutputTokens); the log's ``reserved`` shows it."""
     uid, _ = await env.root_user()
     await env.admin.create_channel("g", mock_upstream, "k", "gemini-2.0-flash", type_=24)
-    await relay.app[RUNTIME].reload_channels()
+    await relay.app[RUNTIME].catalog.reload_channels()
     tok = await env.admin.create_token(uid, "t", remain_quota=10**8)
     rates = PriceBook().rates("gemini-2.0-flash", "default")
     assert rates is not None

@@ -7,7 +7,7 @@ import asyncio
 from aiohttp.test_utils import TestClient, TestServer
 
 from relaygate.app import init_app
-from relaygate.relay.handlers import RUNTIME
+from relaygate.appkeys import RUNTIME
 
 from .helpers import CHAT, bearer
 

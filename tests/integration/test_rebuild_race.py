@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from relaygate.relay.handlers import RUNTIME
+from relaygate.appkeys import RUNTIME
 
 from .helpers import CHAT, bearer, flush_all, hook_world, ledger
 

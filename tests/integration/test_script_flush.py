@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from relaygate.relay.handlers import RUNTIME
+from relaygate.appkeys import RUNTIME
 
 from .helpers import CHAT, bearer, flush_all, ledger, refresh
 
@@ -30,7 +30,7 @@ async def test_script_flush_during_load_fails_nothing(env, mock_upstream, relay)
     assert statuses == [200] * 300
     # Settles whose reply was NOSCRIPT are re-run in the background after the answer went
     # out; a relay finishes them before it stops.
-    await relay.app[RUNTIME].drain(10)
+    await relay.app[RUNTIME].background.drain(10)
     assert await flush_all(env) == 300
     _, used = await ledger(env, uid, tok.id)
     async with env.pool.acquire() as conn:

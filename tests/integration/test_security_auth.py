@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 
 from relaygate.app import init_app
-from relaygate.relay.handlers import RUNTIME
+from relaygate.appkeys import RUNTIME
 
 from .helpers import CHAT, bearer
 
@@ -40,7 +40,7 @@ class _CountingPool:
 
 def _count_pg(client: Any) -> _CountingPool:
     rt = client.app[RUNTIME]
-    rt.pool = _CountingPool(rt.pool)
+    rt.pool = rt.tokens.pool = _CountingPool(rt.pool)
     return rt.pool  # type: ignore[no-any-return]
 
 

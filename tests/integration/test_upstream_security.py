@@ -272,7 +272,7 @@ async def test_stored_loopback_channel_is_not_called(env, make_relay, echo, capl
         )
     await refresh(relay)
     tok = await env.admin.create_token(uid, "t", remain_quota=10**6)
-    with caplog.at_level(logging.WARNING, logger="relaygate.relay.handlers"):
+    with caplog.at_level(logging.WARNING, logger="relaygate.relay"):
         resp = await relay.post("/v1/chat/completions", json=CHAT, headers=bearer(f"sk-{tok.key}"))
         body = await resp.json()
     assert resp.status == 502 and body["error"]["code"] == "bad_gateway", body

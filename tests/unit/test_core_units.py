@@ -186,7 +186,7 @@ async def test_cache_single_flight_and_negative_cache():
     ],
 )
 def test_include_usage_is_spliced_into_the_clients_bytes(raw):
-    from relaygate.relay.handlers import splice_include_usage
+    from relaygate.relay.request import splice_include_usage
 
     spliced = orjson.loads(splice_include_usage(raw))
     assert spliced == {**orjson.loads(raw), "stream_options": {"include_usage": True}}

@@ -32,7 +32,7 @@ from relaygate.api.validation import (
 )
 from relaygate.api.views import channel_view
 from relaygate.channels import channel_from_row
-from relaygate.relay.handlers import upstream_headers
+from relaygate.relay import dialects
 from relaygate.store import api_queries as q
 from relaygate.upstreams import refusal_of
 
@@ -164,7 +164,7 @@ async def test_channel(ctx: Ctx) -> web.StreamResponse:
         async with ctx.rt.http.post(
             channel.base_url + "/v1/chat/completions",
             data=orjson.dumps(payload),
-            headers=upstream_headers(channel),
+            headers=dialects.upstream_headers(channel, dialects.OPENAI, {}),
             timeout=TEST_TIMEOUT,
         ) as resp:
             body = await resp.read()

@@ -22,9 +22,8 @@ from redis.exceptions import RedisError
 from relaygate.admin import Admin, AdminError
 from relaygate.api.auth import Caller, Level, authenticate
 from relaygate.api.envelope import ApiFail, fail
-from relaygate.relay.handlers import RUNTIME
+from relaygate.appkeys import RUNTIME, STATS
 from relaygate.runtime import Runtime
-from relaygate.stats import STATS
 
 log = logging.getLogger(__name__)
 

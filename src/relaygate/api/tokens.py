@@ -156,7 +156,7 @@ def check_group(ctx: Ctx, group: str) -> None:
     rule); the relay checks again on every request, so a group taken away later stops
     working too. An unchanged group is not re-checked on update (New API's console
     re-sends it with every edit)."""
-    reason = ctx.rt.prices.group_refusal(ctx.me.group, group)
+    reason = ctx.rt.catalog.prices.group_refusal(ctx.me.group, group)
     if reason == "deprecated":
         raise ApiFail(f"Group {group} has been deprecated")
     if reason is not None:

@@ -13,15 +13,15 @@ from typing import Any
 
 from aiohttp import web
 
-from relaygate import errors
 from relaygate.api.auth import Level
 from relaygate.api.envelope import ApiFail, ok, raw_json
 from relaygate.api.routing import Ctx, RouteTable
 from relaygate.api.views import live_token_figures, log_view
 from relaygate.credentials import hash_secret
-from relaygate.errors import RelayError
 from relaygate.pricing import QUOTA_PER_UNIT
+from relaygate.relay import errors
 from relaygate.relay.auth import extract_key
+from relaygate.relay.errors import RelayError
 from relaygate.store import api_queries as q
 
 routes = RouteTable()

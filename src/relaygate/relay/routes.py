@@ -9,25 +9,25 @@ from collections.abc import Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from relaygate import errors
+from relaygate.appkeys import RUNTIME
 from relaygate.cache import TokenMeta
 from relaygate.credentials import hash_secret
-from relaygate.errors import RelayError
 from relaygate.ledger import STATUS_ENABLED, STATUS_EXHAUSTED, STATUS_EXPIRED
 from relaygate.metrics import counted
+from relaygate.relay import errors
 from relaygate.relay.auth import extract_key
-from relaygate.relay.handlers import (
+from relaygate.relay.errors import RelayError
+from relaygate.relay.handlers import handle
+from relaygate.relay.request import (
     CHAT,
     CLAUDE_MESSAGES,
     COMPLETIONS,
     EMBEDDINGS,
     GEMINI_GENERATE,
     IMAGES,
-    RUNTIME,
     Endpoint,
-    check_group,
-    handle,
 )
+from relaygate.relay.scope import check_group
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -67,7 +67,7 @@ async def list_models(request: web.Request) -> web.Response:
     except RelayError as err:
         err.forget_traceback()
         return err.response()
-    served = rt.channels.models_for(meta.group)
+    served = rt.catalog.channels.models_for(meta.group)
     allowed = served if meta.models is None else served & meta.models
     now = int(rt.started_at)
     data = [
