@@ -12,16 +12,13 @@ An event that can never be recorded (malformed, or refused by PostgreSQL for a d
 the batch is bisected to find it) is moved to its shard's dead-letter stream
 (``KeyScheme.dead_letter``) with the reason, atomically with its XACK + XDEL.
 
-The flusher also runs the reaper: the open reservations of a relay that died (its heartbeat
-stayed absent for heartbeat_ttl) are refunded atomically (reap.lua), each leaving a reaped
-marker for a settle that may still arrive.
+The flusher also runs the reaper (``relaygate.reaper``) every ``REAP_INTERVAL`` seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import socket
@@ -32,66 +29,18 @@ import asyncpg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from relaygate import events, ledger
 from relaygate.config import Settings
 from relaygate.events import MalformedEvent
 from relaygate.keys import STREAM_GROUP, KeyScheme
 from relaygate.ledger import Script, Scripts
-from relaygate.store.logs import PartitionKeeper, empty_columns, month_bounds, write_columns
+from relaygate.reaper import Reaper
+from relaygate.store.logs import PartitionKeeper, append_fields, empty_columns, write_columns
 
 log = logging.getLogger(__name__)
 
 REAP_INTERVAL = 5.0
-REAP_PAGE = 500
 MAX_BACKOFF = 10.0
 Entry = tuple[str, bytes, dict[bytes, bytes] | None]  # (stream, entry id, fields)
-ESTIMATED_NOTE = "usage estimated: upstream reported none"
-
-
-def append_fields(cols: list[list[Any]], f: dict[bytes, bytes]) -> None:
-    """One usage event's columns, appended in INSERT_LOGS order (no row object per event).
-
-    Raises MalformedEvent on a malformed event (sent to the dead-letter stream) before
-    appending anything.
-    """
-    e = events.decode(f)
-    get = e.get
-    other = str(get("other", ""))
-    values = (
-        str(e["rid"]),
-        int(e["ts"]),
-        2,  # log type: consume
-        int(e["user"]),
-        str(get("uname", "")),
-        int(e["token"]),
-        str(get("tname", "")),
-        str(get("model", "")),
-        int(get("chan", 0)),
-        str(get("group", "")),
-        e["quota"],
-        int(get("pt", 0)),
-        int(get("ct", 0)),
-        int(get("lat", 0)),
-        get("stream") == 1,
-        str(get("ip", "")),
-        ESTIMATED_NOTE if '"estimated":true' in other else "",
-        other,
-    )
-    if not _storable_day(values[1] // 86400):
-        raise MalformedEvent(f"timestamp {values[1]} fits no log partition")
-    for col, value in zip(cols, values, strict=True):
-        col.append(value)
-
-
-@functools.lru_cache(maxsize=64)
-def _storable_day(day: int) -> bool:
-    """Whether a log partition can be named for this day (month_bounds works: a year in
-    1..9999). Otherwise the partition step would fail every round for one bad event."""
-    try:
-        month_bounds(day * 86400)
-    except (ValueError, OverflowError, OSError):
-        return False
-    return True
 
 
 class Flusher:
@@ -116,9 +65,7 @@ class Flusher:
         # The next batch, read while the current one was being written (see ``round``).
         self._prefetch: asyncio.Task[list[Entry]] | None = None
         self.flushed = 0
-        self.reaped = 0
-        # Relay instance -> monotonic time its heartbeat was first found absent (see reap).
-        self._absent_since: dict[str, float] = {}
+        self.reaper = Reaper(settings, redis, scripts, self.keys)
         self.dead_lettered = 0  # entries moved to a dead-letter stream by this process
 
     async def setup(self) -> None:
@@ -375,66 +322,12 @@ class Flusher:
         return claimed_any
 
     async def reap(self) -> int:
-        """One reaper pass: refund the open reservations of relays that are dead, and prune
-        old reaped markers.
+        """One reaper pass (``relaygate.reaper``)."""
+        return await self.reaper.reap()
 
-        Only a dead relay's reservations are refunded, never one for its deadline alone: a
-        live relay still settles (or replays the settle of) everything it holds, however
-        long the stream ran or Redis was away, and a refund under it would be charged twice
-        or given back twice. Dead = its heartbeat key was absent on two passes at least
-        ``heartbeat_ttl`` apart (a live relay refreshes it every third of that, so a Redis
-        restart that lost the key does not make it look dead). Every member is looked at
-        (ZSCAN): live relays' entries may fill the head of the zset.
-        """
-        wall = int(time.time())
-        passed = time.monotonic()
-        refunded = 0
-        alive: dict[str, bool] = {}
-        for shard in range(self.settings.shards):
-            zkey = self.keys.reservations_of_shard(shard)
-            reaped_key = self.keys.reaped_of_shard(shard)
-            async for raw, _deadline in self.redis.zscan_iter(zkey, count=REAP_PAGE):
-                member = raw.decode() if isinstance(raw, bytes) else str(raw)
-                try:
-                    r = ledger.parse_reservation_member(member)
-                except ValueError:
-                    log.error("malformed reservation %r removed", member)
-                    await self.redis.zrem(zkey, member)
-                    continue
-                if r.instance not in alive:
-                    alive[r.instance] = await self._relay_alive(r.instance, passed)
-                if alive[r.instance]:
-                    continue
-                keys = (
-                    self.keys.token(r.user_id, r.token_id),
-                    self.keys.user(r.user_id),
-                    self.keys.token_day(r.user_id, r.token_id, r.day),
-                    self.keys.token_month(r.user_id, r.token_id, r.month),
-                    zkey,
-                    reaped_key,
-                )
-                if await ledger.reap(self.scripts, self.redis, keys, member, r.amount):
-                    refunded += 1
-            await self.redis.zremrangebyscore(
-                reaped_key, "-inf", f"({wall - self.settings.reaped_retention}"
-            )
-        # Forget instances that hold nothing any more (their reservations are all gone).
-        for instance in list(self._absent_since):
-            if instance not in alive:
-                del self._absent_since[instance]
-        if refunded:
-            log.warning("refunded %d reservations left by relays that died mid-request", refunded)
-        self.reaped += refunded
-        return refunded
-
-    async def _relay_alive(self, instance: str, now: float) -> bool:
-        """False only once the relay's heartbeat was absent on two passes at least
-        heartbeat_ttl apart; the first absence is remembered, a presence forgets it."""
-        if await self.redis.exists(self.keys.heartbeat(instance)):
-            self._absent_since.pop(instance, None)
-            return True
-        first = self._absent_since.setdefault(instance, now)
-        return now - first < self.settings.heartbeat_ttl
+    @property
+    def reaped(self) -> int:
+        return self.reaper.reaped
 
 
 def is_nogroup(exc: BaseException) -> bool:

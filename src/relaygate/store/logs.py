@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import calendar
+import functools
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+
+from relaygate import events
+from relaygate.events import MalformedEvent
 
 INSERT_LOGS = """
 INSERT INTO logs (request_id, created_at, type, user_id, username, token_id, token_name,
@@ -111,3 +115,52 @@ async def write_columns(conn: Any, cols: Sequence[list[Any]]) -> int:
         cids = sorted(channels)
         await conn.execute(ADD_CHANNEL_USED, cids, [channels[i] for i in cids])
     return len(inserted)
+
+
+ESTIMATED_NOTE = "usage estimated: upstream reported none"
+
+
+def append_fields(cols: list[list[Any]], f: dict[bytes, bytes]) -> None:
+    """One usage event's columns, appended in INSERT_LOGS order (no row object per event).
+
+    Raises MalformedEvent on a malformed event (sent to the dead-letter stream) before
+    appending anything.
+    """
+    e = events.decode(f)
+    get = e.get
+    other = str(get("other", ""))
+    values = (
+        str(e["rid"]),
+        int(e["ts"]),
+        2,  # log type: consume
+        int(e["user"]),
+        str(get("uname", "")),
+        int(e["token"]),
+        str(get("tname", "")),
+        str(get("model", "")),
+        int(get("chan", 0)),
+        str(get("group", "")),
+        e["quota"],
+        int(get("pt", 0)),
+        int(get("ct", 0)),
+        int(get("lat", 0)),
+        get("stream") == 1,
+        str(get("ip", "")),
+        ESTIMATED_NOTE if '"estimated":true' in other else "",
+        other,
+    )
+    if not _storable_day(values[1] // 86400):
+        raise MalformedEvent(f"timestamp {values[1]} fits no log partition")
+    for col, value in zip(cols, values, strict=True):
+        col.append(value)
+
+
+@functools.lru_cache(maxsize=64)
+def _storable_day(day: int) -> bool:
+    """Whether a log partition can be named for this day (month_bounds works: a year in
+    1..9999). Otherwise the partition step would fail every round for one bad event."""
+    try:
+        month_bounds(day * 86400)
+    except (ValueError, OverflowError, OSError):
+        return False
+    return True
