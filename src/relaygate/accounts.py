@@ -73,13 +73,27 @@ class Accounts:
 
     async def ensure_token(self, token_id: int, user_id: int) -> None:
         """Rebuild the token's hash if missing. Concurrent callers share one rebuild."""
-        target = _Target("token", token_id, user_id, self.keys.token(user_id, token_id),
-                         ledger.token_orphan_field(token_id), queries.TOKEN_LEDGER_ROW, token_fields)  # fmt: skip
+        target = _Target(
+            "token",
+            token_id,
+            user_id,
+            self.keys.token(user_id, token_id),
+            ledger.token_orphan_field(token_id),
+            queries.TOKEN_LEDGER_ROW,
+            token_fields,
+        )
         await self._single_flight(("t", token_id), lambda: self._rebuild(target))
 
     async def ensure_user(self, user_id: int) -> None:
-        target = _Target("user", user_id, user_id, self.keys.user(user_id),
-                         ledger.user_orphan_field(user_id), queries.USER_LEDGER_ROW, user_fields)  # fmt: skip
+        target = _Target(
+            "user",
+            user_id,
+            user_id,
+            self.keys.user(user_id),
+            ledger.user_orphan_field(user_id),
+            queries.USER_LEDGER_ROW,
+            user_fields,
+        )
         await self._single_flight(("u", user_id), lambda: self._rebuild(target))
 
     async def _single_flight(
@@ -112,9 +126,16 @@ class Accounts:
             fields = t.fields(row)
             fields["used"] = int(row["used_quota"]) + pending
             result = await ledger.sync(
-                self.scripts, self.redis, t.hash_key, orphans_key, "init",
-                int(row["ver"]), t.orphan_field, seen, fields,
-            )  # fmt: skip
+                self.scripts,
+                self.redis,
+                t.hash_key,
+                orphans_key,
+                "init",
+                int(row["ver"]),
+                t.orphan_field,
+                seen,
+                fields,
+            )
             if result != -1:
                 return
         raise RuntimeError(f"{t.kind} {t.ident}: ledger rebuild kept racing settles")
@@ -196,9 +217,16 @@ class Accounts:
         self, hash_key: str, user_id: int, ver: int, orphan: str, fields: dict[str, int | str]
     ) -> None:
         await ledger.sync(
-            self.scripts, self.redis, hash_key, self.keys.orphans(user_id), "update",
-            ver, orphan, 0, fields,
-        )  # fmt: skip
+            self.scripts,
+            self.redis,
+            hash_key,
+            self.keys.orphans(user_id),
+            "update",
+            ver,
+            orphan,
+            0,
+            fields,
+        )
 
     async def _outbox_done(self, kind: str, ident: int, ver: int | None) -> None:
         async with self.pool.acquire() as conn:

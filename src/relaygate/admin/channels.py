@@ -56,9 +56,18 @@ class ChannelAdmin(AdminBase):
                 " weight, model_mapping, status, test_model)"
                 " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)"
                 " RETURNING id",
-                type_, name, key, base_url, model_list, group, priority, weight,
-                model_mapping, status, test_model,
-            )  # fmt: skip
+                type_,
+                name,
+                key,
+                base_url,
+                model_list,
+                group,
+                priority,
+                weight,
+                model_mapping,
+                status,
+                test_model,
+            )
         await self.announce_channel(int(channel_id))
         return int(channel_id)
 
@@ -107,8 +116,9 @@ class ChannelAdmin(AdminBase):
         async with self.pool.acquire() as conn:
             done = await conn.execute(
                 "UPDATE channels SET deleted_at = $2 WHERE id = $1 AND deleted_at IS NULL",
-                channel_id, int(time.time()),
-            )  # fmt: skip
+                channel_id,
+                int(time.time()),
+            )
         if done != "UPDATE 1":
             raise AdminError("Channel does not exist")
         await self.announce_channel(channel_id)
@@ -117,8 +127,10 @@ class ChannelAdmin(AdminBase):
         async with self.pool.acquire() as conn:
             await conn.execute(
                 "UPDATE channels SET test_time = $2, response_time = $3 WHERE id = $1",
-                channel_id, int(time.time()), response_ms,
-            )  # fmt: skip
+                channel_id,
+                int(time.time()),
+                response_ms,
+            )
 
     async def announce_channel(self, channel_id: int) -> None:
         await self.accounts.redis.publish(self.accounts.keys.inval_channel, msg_channel(channel_id))
@@ -128,6 +140,7 @@ class ChannelAdmin(AdminBase):
             await conn.execute(
                 "INSERT INTO options (key, value) VALUES ($1, $2)"
                 " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                key, value,
-            )  # fmt: skip
+                key,
+                value,
+            )
         await self.accounts.redis.publish(self.accounts.keys.inval_channel, f"opt:{key}")

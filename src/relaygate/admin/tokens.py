@@ -70,13 +70,24 @@ class TokenAdmin(AdminBase):
                     raise AdminError(f"Maximum number of tokens reached ({max_tokens})")
             token_id = await conn.fetchval(
                 "INSERT INTO tokens (user_id, key_hash, key_mask, name, expired_time, quota_limit,"
-                " unlimited_quota, model_limits_enabled, model_limits, allow_ips, \"group\","
+                ' unlimited_quota, model_limits_enabled, model_limits, allow_ips, "group",'
                 " daily_quota, monthly_quota, created_time)"
                 " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14) RETURNING id",
-                user_id, hash_secret(key), mask_key(key), name, expired_time, remain_quota,
-                unlimited, enabled, model_list, ips, group, daily_quota, monthly_quota,
+                user_id,
+                hash_secret(key),
+                mask_key(key),
+                name,
+                expired_time,
+                remain_quota,
+                unlimited,
+                enabled,
+                model_list,
+                ips,
+                group,
+                daily_quota,
+                monthly_quota,
                 int(time.time()),
-            )  # fmt: skip
+            )
         return CreatedToken(int(token_id), key)
 
     async def token_row(self, token_id: int, user_id: int | None = None) -> Any:
@@ -87,8 +98,9 @@ class TokenAdmin(AdminBase):
                 )
             return await conn.fetchrow(
                 "SELECT * FROM tokens WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL",
-                token_id, user_id,
-            )  # fmt: skip
+                token_id,
+                user_id,
+            )
 
     async def update_token(
         self, token_id: int, changes: dict[str, Any], user_id: int | None = None

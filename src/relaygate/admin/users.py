@@ -56,9 +56,16 @@ class UserAdmin(AdminBase):
                     'INSERT INTO users (username, display_name, role, "group", quota_limit,'
                     " access_token_hash, password_hash, email, remark)"
                     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
-                    username, display_name or username, role, group, quota, hash_secret(access),
-                    password_hash, email, remark,
-                )  # fmt: skip
+                    username,
+                    display_name or username,
+                    role,
+                    group,
+                    quota,
+                    hash_secret(access),
+                    password_hash,
+                    email,
+                    remark,
+                )
         except asyncpg.UniqueViolationError:
             raise AdminError(f"username {username!r} is already taken") from None
         return int(user_id), access
@@ -80,8 +87,9 @@ class UserAdmin(AdminBase):
         async with self.pool.acquire() as conn:
             done = await conn.execute(
                 "UPDATE users SET access_token_hash = $2 WHERE id = $1 AND deleted_at IS NULL",
-                user_id, hash_secret(access),
-            )  # fmt: skip
+                user_id,
+                hash_secret(access),
+            )
         if done != "UPDATE 1":
             raise AdminError("user not found")
         return access
@@ -108,8 +116,9 @@ class UserAdmin(AdminBase):
                 row = await conn.fetchrow(
                     "UPDATE users SET quota_limit = quota_limit + $2, ver = ver + 1"
                     " WHERE id = $1 RETURNING id, id AS user_id, ver",
-                    user_id, delta,
-                )  # fmt: skip
+                    user_id,
+                    delta,
+                )
                 await self._outbox(conn, "user", row)
                 credited = True
         await self._push("user", user_id, "The quota change")

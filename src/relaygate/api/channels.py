@@ -183,8 +183,10 @@ async def test_channel(ctx: Ctx) -> web.StreamResponse:
     except orjson.JSONDecodeError:
         valid = False
     if not valid:
-        return fail("Channel test failed: the upstream answer is not a chat completion",
-                    time=round(elapsed, 3))  # fmt: skip
+        return fail(
+            "Channel test failed: the upstream answer is not a chat completion",
+            time=round(elapsed, 3),
+        )
     data = {"time": round(elapsed, 3), "model": model, "status_code": status}
     return ok(data, time=round(elapsed, 3))
 
