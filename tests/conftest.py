@@ -29,6 +29,7 @@ from relaygate.keys import KeyScheme
 from relaygate.ledger import Scripts
 from relaygate.mockupstream import MockConfig, build_app
 from relaygate.store.db import create_pool, migrate
+from tests.prodserver import CancellingServer, ProductionServer
 
 REDIS_URL = os.environ.get("RELAYGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PG_URL = os.environ.get("RELAYGATE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -138,7 +139,20 @@ async def mock_upstream() -> AsyncIterator[str]:
 async def relay(settings: Settings) -> AsyncIterator[TestClient]:  # type: ignore[type-arg]
     """The full app (relay + management API) in-process, on a real socket."""
     app = init_app(settings)
-    client = TestClient(TestServer(app, host="127.0.0.1"))
+    client = TestClient(ProductionServer(app, host="127.0.0.1"))
+    await client.start_server()
+    yield client
+    await client.close()
+
+
+@pytest.fixture(params=["production", "handler_cancellation"])
+async def relay_both(
+    settings: Settings, request: pytest.FixtureRequest
+) -> AsyncIterator[TestClient]:  # type: ignore[type-arg]
+    """The relay under both aiohttp modes: production's (a hang-up is seen at the next
+    write) and handler cancellation (a hang-up cancels the handler)."""
+    server_type = ProductionServer if request.param == "production" else CancellingServer
+    client = TestClient(server_type(init_app(settings), host="127.0.0.1"))
     await client.start_server()
     yield client
     await client.close()

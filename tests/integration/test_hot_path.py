@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from relaygate.appkeys import RUNTIME
 from relaygate.mockupstream import MockConfig, build_app
+from tests.prodserver import ProductionServer
 
 from .helpers import CHAT, bearer, refresh
 
@@ -26,7 +27,7 @@ async def _timed_upstream() -> tuple[TestServer, list[float]]:
 
     app = build_app(MockConfig())
     app.middlewares.append(stamp)
-    server = TestServer(app, host="127.0.0.1")
+    server = ProductionServer(app, host="127.0.0.1")
     await server.start_server()
     return server, seen
 

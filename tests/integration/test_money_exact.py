@@ -20,6 +20,7 @@ from relaygate.app import init_app
 from relaygate.appkeys import RUNTIME
 from relaygate.ledger import ReserveRequest, Scripts
 from relaygate.pricing import PriceBook
+from tests.prodserver import ProductionServer
 
 from .helpers import CHAT, bearer, flush_all
 from .privredis import PrivateRedis
@@ -95,7 +96,7 @@ async def private_redis() -> AsyncIterator[PrivateRedis]:
 
 
 async def _app_on(settings: Any) -> TestClient:
-    client = TestClient(TestServer(init_app(settings), host="127.0.0.1"))
+    client = TestClient(ProductionServer(init_app(settings), host="127.0.0.1"))
     await client.start_server()
     return client
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from relaygate.app import init_app
 from relaygate.appkeys import RUNTIME
+from tests.prodserver import ProductionServer
 
 from .helpers import CHAT, bearer
 
@@ -16,7 +17,9 @@ async def test_expired_cache_entries_are_served_while_postgres_is_down(env, mock
     uid, _ = await env.root_user()
     await env.admin.create_channel("mock", mock_upstream, "k", "gpt-4o-mini")
     tok = await env.admin.create_token(uid, "t", remain_quota=10**6)
-    client = TestClient(TestServer(init_app(env.settings.replace(cache_ttl=0.2)), host="127.0.0.1"))
+    client = TestClient(
+        ProductionServer(init_app(env.settings.replace(cache_ttl=0.2)), host="127.0.0.1")
+    )
     await client.start_server()
     try:
         assert (

@@ -7,10 +7,11 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from relaygate.app import init_app
 from relaygate.appkeys import RUNTIME
+from tests.prodserver import ProductionServer
 
 from .helpers import CHAT, bearer
 
@@ -18,7 +19,7 @@ MINI = {**CHAT, "max_tokens": 5}
 
 
 async def _app_on(settings: Any) -> TestClient:  # type: ignore[type-arg]
-    client = TestClient(TestServer(init_app(settings), host="127.0.0.1"))
+    client = TestClient(ProductionServer(init_app(settings), host="127.0.0.1"))
     await client.start_server()
     return client
 

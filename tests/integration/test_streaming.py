@@ -8,6 +8,8 @@ import asyncio
 import aiohttp
 import orjson
 
+from tests.prodserver import ProductionServer
+
 from .helpers import CHAT, bearer, flush_all, hook_world, ledger
 
 
@@ -39,7 +41,10 @@ async def test_usage_chunk_hidden_unless_asked(env, relay, mock_upstream):
     assert await flush_all(env) == 2
 
 
-async def test_client_disconnect_mid_stream_is_charged_for_delivered(env, relay, mock_upstream):
+async def test_client_disconnect_mid_stream_is_charged_for_delivered(
+    env, relay_both, mock_upstream
+):
+    relay = relay_both
     uid, tok = await hook_world(env, relay, mock_upstream)
     url = relay.make_url("/v1/chat/completions")
     async with aiohttp.ClientSession() as session:
@@ -81,7 +86,6 @@ async def test_stream_that_arrived_whole_is_answered_in_one_response(env, relay)
     chunks) takes the one-write path: same events, usage chunk hidden, charged by usage;
     an answer without end marker nor usage is refunded in full."""
     from aiohttp import web
-    from aiohttp.test_utils import TestServer
 
     usage = b'data: {"choices":[],"usage":{"prompt_tokens":10,"completion_tokens":20}}\n\n'
     content = b'data: {"choices":[{"delta":{"content":"hi"}}],"usage":null}\n\n'
@@ -95,7 +99,7 @@ async def test_stream_that_arrived_whole_is_answered_in_one_response(env, relay)
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", whole)
-    server = TestServer(app, host="127.0.0.1")
+    server = ProductionServer(app, host="127.0.0.1")
     await server.start_server()
     try:
         uid, tok = await hook_world(env, relay, str(server.make_url("")).rstrip("/"))
