@@ -10,7 +10,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
-from relaygate.mockupstream import MockConfig, build_app
+from relaygate.dev.mock import MockConfig, build_app
 from relaygate.relay.handlers import RUNTIME
 
 from .helpers import CHAT, bearer, refresh
