@@ -38,6 +38,8 @@ _PG_SSL_REQUEST = struct.pack("!ii", 8, 80877103)
 
 
 async def _pg_probe_login(url: str, connect_timeout: float) -> ProbeResult:
+    """Log in to the server's maintenance db, not the URL's: the URL's database may not
+    exist yet (``ensure_database`` creates it)."""
     import asyncpg
 
     try:
