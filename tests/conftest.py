@@ -25,9 +25,9 @@ from relaygate.accounts import Accounts
 from relaygate.admin import ROLE_ROOT, Admin
 from relaygate.app import init_app
 from relaygate.config import Settings
+from relaygate.dev.mock import MockConfig, build_app
 from relaygate.keys import KeyScheme
 from relaygate.ledger import Scripts
-from relaygate.mockupstream import MockConfig, build_app
 from relaygate.store.db import create_pool, migrate
 from tests.prodserver import CancellingServer, ProductionServer
 

@@ -13,7 +13,7 @@ import os
 import pathlib
 import sys
 
-from relaygate.devstack import ensure_postgres, ensure_redis
+from relaygate.dev.services import ensure_postgres, ensure_redis
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"

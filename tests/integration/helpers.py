@@ -21,7 +21,7 @@ async def refresh(client: Any) -> None:
 
 async def hook_world(env: Any, client: Any, upstream: str) -> tuple[int, Any]:
     """A root user, a channel on the mock serving gpt-4o-mini plus its hook models (m-slow,
-    m-drop: see relaygate.mockupstream), priced; and one token with 10**7 quota."""
+    m-drop: see relaygate.dev.mock), priced; and one token with 10**7 quota."""
     uid, _ = await env.root_user()
     await env.admin.create_channel("mock", upstream, "k", "gpt-4o-mini,m-slow,m-drop")
     await env.admin.set_option("ModelRatio", '{"m-slow": 1, "m-drop": 1}')

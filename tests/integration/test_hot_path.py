@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
 from relaygate.appkeys import RUNTIME
-from relaygate.mockupstream import MockConfig, build_app
+from relaygate.dev.mock import MockConfig, build_app
 from tests.prodserver import ProductionServer
 
 from .helpers import CHAT, bearer, refresh

@@ -32,7 +32,7 @@ def data_dir() -> pathlib.Path:
 
 def prepare_services(settings: Settings, log: Any = print) -> Settings:
     """Reuse reachable Redis/PostgreSQL or start our own; create the database; migrate."""
-    from relaygate.devstack import ensure_database, ensure_postgres, ensure_redis
+    from relaygate.dev.services import ensure_database, ensure_postgres, ensure_redis
 
     folder = data_dir()
     folder.mkdir(parents=True, exist_ok=True)
@@ -147,7 +147,7 @@ Credentials are kept in {data_dir() / "dev-credentials.json"}.
 
 
 def run_dev(settings: Settings, mock_port: int, serve: bool) -> None:
-    from relaygate.cli import Fatal, _run, serve_app
+    from relaygate.serving import Fatal, run, serve_app
 
     try:
         settings = prepare_services(settings)
@@ -156,7 +156,7 @@ def run_dev(settings: Settings, mock_port: int, serve: bool) -> None:
     # The demo channel is the mock upstream on 127.0.0.1: loopback upstreams are allowed
     # here, and only here (docs/security.md).
     settings = settings.replace(allow_loopback_upstreams=True)
-    creds = _run(seed(settings, mock_port))
+    creds = run(seed(settings, mock_port))
     settings = settings.replace(with_worker=True)
     if not serve:
         print(banner(settings, creds))
@@ -165,7 +165,7 @@ def run_dev(settings: Settings, mock_port: int, serve: bool) -> None:
     async def main() -> None:
         from aiohttp import web
 
-        from relaygate.mockupstream import MockConfig, build_app
+        from relaygate.dev.mock import MockConfig, build_app
 
         mock = web.AppRunner(build_app(MockConfig()), access_log=None)
         await mock.setup()
@@ -179,4 +179,4 @@ def run_dev(settings: Settings, mock_port: int, serve: bool) -> None:
         finally:
             await mock.cleanup()
 
-    _run(main())
+    run(main())

@@ -1,4 +1,4 @@
-"""Fast tests for relaygate.devstack: URL/port helpers, binary discovery, probing.
+"""Fast tests for relaygate.dev.services: URL/port helpers, binary discovery, probing.
 
 None of these start a server: the start path is exercised by hand / by `make dev` (it needs
 initdb, a free port and seconds of time). The "reuse" tests talk to the machine's own Redis and
@@ -20,8 +20,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from relaygate import devstack
-from relaygate.devstack import DevStackError, Probe, ProbeResult
+from relaygate.dev import services
+from relaygate.dev.services import apt, common, pgcluster, urls
+from relaygate.dev.services import postgres as dpg
+from relaygate.dev.services import redis as dredis
+from relaygate.dev.services.common import DevStackError, Probe, ProbeResult
+from relaygate.store import bootstrap
 
 pytestmark = pytest.mark.unit
 
@@ -85,17 +89,20 @@ def _no_start(monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(*args: object, **kwargs: object) -> None:
         raise AssertionError("a unit test tried to start or install a server")
 
-    monkeypatch.setattr(devstack, "INSTALL_SETTLE_TIMEOUT", 0.0)
-
-    for name in ("_start_redis", "_start_postgres", "_install", "_initdb", "_pg_ctl_start"):
-        monkeypatch.setattr(devstack, name, boom)
+    for module in (dredis, dpg):
+        monkeypatch.setattr(module, "INSTALL_SETTLE_TIMEOUT", 0.0)
+    monkeypatch.setattr(dredis, "_start_redis", boom)
+    monkeypatch.setattr(dpg, "_start_postgres", boom)
+    monkeypatch.setattr(apt, "install", boom)
+    for name in ("initdb", "pg_ctl_start"):
+        monkeypatch.setattr(pgcluster, name, boom)
 
 
 # --------------------------------------------------------------------------- URLs
 
 
 def test_parse_redis_url_defaults_and_credentials() -> None:
-    ep = devstack.parse_redis_url("redis://127.0.0.1")
+    ep = urls.parse_redis_url("redis://127.0.0.1")
     assert (ep.host, ep.port, ep.username, ep.password, ep.database) == (
         "127.0.0.1",
         6379,
@@ -103,7 +110,7 @@ def test_parse_redis_url_defaults_and_credentials() -> None:
         None,
         "0",
     )
-    ep = devstack.parse_redis_url("redis://alice:p%40ss@localhost:7000/3")
+    ep = urls.parse_redis_url("redis://alice:p%40ss@localhost:7000/3")
     assert (ep.host, ep.port, ep.username, ep.password, ep.database) == (
         "localhost",
         7000,
@@ -111,14 +118,14 @@ def test_parse_redis_url_defaults_and_credentials() -> None:
         "p@ss",
         "3",
     )
-    assert devstack.parse_redis_url("redis://:secret@h/1").password == "secret"
+    assert urls.parse_redis_url("redis://:secret@h/1").password == "secret"
 
 
 def test_parse_postgres_url_follows_libpq_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PGUSER", "envuser")
-    ep = devstack.parse_postgres_url("postgresql://127.0.0.1")
+    ep = urls.parse_postgres_url("postgresql://127.0.0.1")
     assert (ep.host, ep.port, ep.username, ep.database) == ("127.0.0.1", 5432, "envuser", "envuser")
-    ep = devstack.parse_postgres_url("postgres://bob:pw@db.example:6543/my%20db?sslmode=disable")
+    ep = urls.parse_postgres_url("postgres://bob:pw@db.example:6543/my%20db?sslmode=disable")
     assert (ep.host, ep.port, ep.username, ep.password, ep.database) == (
         "db.example",
         6543,
@@ -126,12 +133,15 @@ def test_parse_postgres_url_follows_libpq_defaults(monkeypatch: pytest.MonkeyPat
         "pw",
         "my db",
     )
-    assert devstack.parse_postgres_url("postgresql:///x").host == "127.0.0.1"
+    assert urls.parse_postgres_url("postgresql:///x").host == "127.0.0.1"
+    # The store layer's create-if-missing names the same database as the starter probes.
+    for url in ("postgresql://127.0.0.1", "postgres://bob:pw@db.example:6543/my%20db"):
+        assert bootstrap.database_name(url) == urls.parse_postgres_url(url).database
 
 
 def test_bad_port_is_one_line_error() -> None:
     with pytest.raises(DevStackError, match="invalid port"):
-        devstack.parse_redis_url("redis://127.0.0.1:notaport/0")
+        urls.parse_redis_url("redis://127.0.0.1:notaport/0")
 
 
 @pytest.mark.parametrize(
@@ -150,12 +160,12 @@ def test_bad_port_is_one_line_error() -> None:
     ],
 )
 def test_with_port_keeps_everything_else(url: str, port: int, expected: str) -> None:
-    assert devstack.with_port(url, port) == expected
+    assert urls.with_port(url, port) == expected
 
 
 def test_redact_hides_password() -> None:
-    assert devstack._redact("redis://u:secret@h:1/0") == "redis://u:***@h:1/0"
-    assert devstack._redact("redis://h:1/0") == "redis://h:1/0"
+    assert urls.redact("redis://u:secret@h:1/0") == "redis://u:***@h:1/0"
+    assert urls.redact("redis://h:1/0") == "redis://h:1/0"
 
 
 # --------------------------------------------------------------------------- hosts and ports
@@ -174,13 +184,13 @@ def test_redact_hides_password() -> None:
     ],
 )
 def test_is_local_host(host: str, local: bool) -> None:
-    assert devstack.is_local_host(host) is local
+    assert urls.is_local_host(host) is local
 
 
 def test_bind_address() -> None:
-    assert devstack._bind_address("localhost") == "127.0.0.1"
-    assert devstack._bind_address("[::1]") == "::1"
-    assert devstack._bind_address("127.0.0.5") == "127.0.0.5"
+    assert urls.bind_address("localhost") == "127.0.0.1"
+    assert urls.bind_address("[::1]") == "::1"
+    assert urls.bind_address("127.0.0.5") == "127.0.0.5"
 
 
 def test_choose_port_prefers_free_ports_in_order() -> None:
@@ -189,12 +199,12 @@ def test_choose_port_prefers_free_ports_in_order() -> None:
         taken.listen(1)
         busy = int(taken.getsockname()[1])
         free = _free_port()
-        assert not devstack.port_is_free("127.0.0.1", busy)
-        assert devstack.port_is_free("127.0.0.1", free)
-        assert devstack.choose_port("127.0.0.1", [busy, None, free]) == free
-        other = devstack.choose_port("127.0.0.1", [busy, None, 0])
+        assert not urls.port_is_free("127.0.0.1", busy)
+        assert urls.port_is_free("127.0.0.1", free)
+        assert urls.choose_port("127.0.0.1", [busy, None, free]) == free
+        other = urls.choose_port("127.0.0.1", [busy, None, 0])
         assert other not in (busy, 0)
-        assert devstack.port_is_free("127.0.0.1", other)
+        assert urls.port_is_free("127.0.0.1", other)
 
 
 # --------------------------------------------------------------------------- binaries
@@ -209,10 +219,10 @@ def test_find_binary_uses_path_then_extra_dirs(
     _exe(extra / "runuser")
     (extra / "not-exec").write_text("x")
     monkeypatch.setenv("PATH", str(on_path))
-    assert devstack.find_binary("redis-server") == on_path / "redis-server"
-    assert devstack.find_binary("runuser") is None
-    assert devstack.find_binary("runuser", [extra]) == extra / "runuser"
-    assert devstack.find_binary("not-exec", [extra]) is None
+    assert apt.find_binary("redis-server") == on_path / "redis-server"
+    assert apt.find_binary("runuser") is None
+    assert apt.find_binary("runuser", [extra]) == extra / "runuser"
+    assert apt.find_binary("not-exec", [extra]) is None
 
 
 def test_find_pg_tools_takes_highest_debian_version(
@@ -223,18 +233,18 @@ def test_find_pg_tools_takes_highest_debian_version(
     _fake_pg_bindir(root / "13" / "bin", "13.14")
     _fake_pg_bindir(root / "15" / "bin", "15.6")
     _exe(root / "17" / "bin" / "psql")  # client-only install: not a server bin dir
-    monkeypatch.setattr(devstack, "PG_LIB_ROOT", root)
+    monkeypatch.setattr(pgcluster, "PG_LIB_ROOT", root)
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
 
-    tools = devstack.find_pg_tools()
+    tools = pgcluster.find_pg_tools()
     assert tools is not None
     assert (tools.version, tools.bindir) == ("15", root / "15" / "bin")
     assert tools.initdb == root / "15" / "bin" / "initdb"
-    older = devstack.find_pg_tools("13")
+    older = pgcluster.find_pg_tools("13")
     assert older is not None and older.bindir == root / "13" / "bin"
-    ancient = devstack.find_pg_tools("9.6")
+    ancient = pgcluster.find_pg_tools("9.6")
     assert ancient is not None and ancient.version == "9.6"
-    assert devstack.find_pg_tools("16") is None
+    assert pgcluster.find_pg_tools("16") is None
 
 
 def test_find_pg_tools_prefers_path_and_resolves_symlinks(
@@ -246,25 +256,25 @@ def test_find_pg_tools_prefers_path_and_resolves_symlinks(
     (link_dir / "pg_ctl").symlink_to(real / "pg_ctl")  # only pg_ctl is linked, like Docker
     root = tmp_path / "usr-lib-postgresql"
     _fake_pg_bindir(root / "17" / "bin", "17.0")
-    monkeypatch.setattr(devstack, "PG_LIB_ROOT", root)
+    monkeypatch.setattr(pgcluster, "PG_LIB_ROOT", root)
     monkeypatch.setenv("PATH", str(link_dir))
 
-    tools = devstack.find_pg_tools()
+    tools = pgcluster.find_pg_tools()
     assert tools is not None and (tools.version, tools.bindir) == ("16", real)
-    newer = devstack.find_pg_tools("17")
+    newer = pgcluster.find_pg_tools("17")
     assert newer is not None and newer.bindir == root / "17" / "bin"
 
 
 def test_find_pg_tools_none_when_missing(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(devstack, "PG_LIB_ROOT", tmp_path / "nothing")
+    monkeypatch.setattr(pgcluster, "PG_LIB_ROOT", tmp_path / "nothing")
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    assert devstack.find_pg_tools() is None
+    assert pgcluster.find_pg_tools() is None
 
 
 def test_install_commands() -> None:
-    root = devstack.install_commands(["redis-server"], euid=0, sudo="/usr/bin/sudo")
+    root = apt.install_commands(["redis-server"], euid=0, sudo="/usr/bin/sudo")
     assert root == [
         ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "update"],
         [
@@ -277,10 +287,10 @@ def test_install_commands() -> None:
             "redis-server",
         ],
     ]
-    user = devstack.install_commands(["postgresql"], euid=1000, sudo="/usr/bin/sudo")
+    user = apt.install_commands(["postgresql"], euid=1000, sudo="/usr/bin/sudo")
     assert user is not None and all(cmd[0] == "/usr/bin/sudo" for cmd in user)
     assert user[1][-1] == "postgresql"
-    assert devstack.install_commands(["postgresql"], euid=1000, sudo=None) is None
+    assert apt.install_commands(["postgresql"], euid=1000, sudo=None) is None
 
 
 def test_install_without_rights_fails_with_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -289,19 +299,19 @@ def test_install_without_rights_fails_with_one_line(monkeypatch: pytest.MonkeyPa
         shutil, "which", lambda name: None if name == "sudo" else f"/usr/bin/{name}"
     )
     with pytest.raises(DevStackError) as info:
-        devstack._install("redis", ["redis-server"], "do it yourself", lambda s: None)
+        apt.install("redis", ["redis-server"], "do it yourself", lambda s: None)
     assert "\n" not in str(info.value)
     assert "not root and no sudo" in str(info.value)
 
 
 def test_as_pg_user_only_wraps_for_root(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    assert devstack._as_pg_user(["initdb", "-D", "x"]) == ["initdb", "-D", "x"]
+    assert pgcluster.as_pg_user(["initdb", "-D", "x"]) == ["initdb", "-D", "x"]
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     monkeypatch.setattr(
-        devstack, "find_binary", lambda name, extra=(): pathlib.Path(f"/usr/sbin/{name}")
+        apt, "find_binary", lambda name, extra=(): pathlib.Path(f"/usr/sbin/{name}")
     )
-    assert devstack._as_pg_user(["initdb"]) == [
+    assert pgcluster.as_pg_user(["initdb"]) == [
         "/usr/sbin/runuser",
         "-u",
         "postgres",
@@ -315,17 +325,15 @@ def test_as_pg_user_only_wraps_for_root(monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_probe_absent_port() -> None:
     port = _free_port()
-    assert devstack.probe_redis("127.0.0.1", port).state is Probe.ABSENT
-    assert devstack.probe_postgres(f"postgresql://postgres@127.0.0.1:{port}/x").state is (
-        Probe.ABSENT
-    )
+    assert dredis.probe_redis("127.0.0.1", port).state is Probe.ABSENT
+    assert dpg.probe_postgres(f"postgresql://postgres@127.0.0.1:{port}/x").state is (Probe.ABSENT)
 
 
 def test_probe_foreign_listener() -> None:
     with _listener(b"HTTP/1.0 400 Bad Request\r\n\r\n") as port:
-        res = devstack.probe_redis("127.0.0.1", port, timeout=1)
+        res = dredis.probe_redis("127.0.0.1", port, timeout=1)
         assert res == ProbeResult(Probe.FOREIGN, "not a Redis server")
-        res = devstack.probe_postgres(f"postgresql://postgres@127.0.0.1:{port}/x", timeout=1)
+        res = dpg.probe_postgres(f"postgresql://postgres@127.0.0.1:{port}/x", timeout=1)
         assert res == ProbeResult(Probe.FOREIGN, "not a PostgreSQL server")
 
 
@@ -339,43 +347,39 @@ def test_probe_foreign_listener() -> None:
 )
 def test_probe_redis_reply_classification(reply: bytes, state: Probe) -> None:
     with _listener(reply) as port:
-        assert devstack.probe_redis("127.0.0.1", port, timeout=1).state is state
+        assert dredis.probe_redis("127.0.0.1", port, timeout=1).state is state
 
 
 def test_wait_usable_retries_only_given_states() -> None:
     seq = iter([Probe.ABSENT, Probe.BUSY, Probe.USABLE])
-    res = devstack._wait_usable(lambda: ProbeResult(next(seq)), 5, (Probe.BUSY, Probe.ABSENT))
+    res = common.wait_usable(lambda: ProbeResult(next(seq)), 5, (Probe.BUSY, Probe.ABSENT))
     assert res.state is Probe.USABLE
     # The default (initial probe) does not wait for a server that is not there at all.
-    res = devstack._wait_usable(lambda: ProbeResult(Probe.ABSENT), 5)
+    res = common.wait_usable(lambda: ProbeResult(Probe.ABSENT), 5)
     assert res.state is Probe.ABSENT
 
 
 # --------------------------------------------------------------------------- ensure_* (no start)
 
 
-def test_ensure_redis_reuses_running_server(
-    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("kind", ["redis", "postgres"])
+def test_ensure_reuses_running_server(
+    kind: str, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if devstack.probe_redis("127.0.0.1", 6379).state is not Probe.USABLE:
-        pytest.skip("no Redis answering on 127.0.0.1:6379")
+    """The machine's own server answers: it is reused as is, nothing is created."""
+    if kind == "redis":
+        usable = dredis.probe_redis("127.0.0.1", 6379).state is Probe.USABLE
+        url, ensure, port, folder = LOCAL_REDIS, dredis.ensure_redis, 6379, "redis"
+    else:
+        usable = dpg.probe_postgres(LOCAL_PG).state is Probe.USABLE
+        url, ensure, port, folder = LOCAL_PG, dpg.ensure_postgres, 5432, "pg"
+    if not usable:
+        pytest.skip(f"no {kind} usable on 127.0.0.1:{port}")
     _no_start(monkeypatch)
     lines: list[str] = []
-    assert devstack.ensure_redis(LOCAL_REDIS, tmp_path, lines.append) == LOCAL_REDIS
-    assert lines == ["redis: reusing 127.0.0.1:6379"]
-    assert not (tmp_path / "redis").exists()
-
-
-def test_ensure_postgres_reuses_running_server(
-    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    if devstack.probe_postgres(LOCAL_PG).state is not Probe.USABLE:
-        pytest.skip("no PostgreSQL accepting postgres@127.0.0.1:5432")
-    _no_start(monkeypatch)
-    lines: list[str] = []
-    assert devstack.ensure_postgres(LOCAL_PG, tmp_path, lines.append) == LOCAL_PG
-    assert lines == ["postgres: reusing 127.0.0.1:5432"]
-    assert not (tmp_path / "pg").exists()
+    assert ensure(url, tmp_path, lines.append) == url
+    assert lines == [f"{kind}: reusing 127.0.0.1:{port}"]
+    assert not (tmp_path / folder).exists()
 
 
 def test_ensure_redis_refuses_remote_host(
@@ -383,7 +387,7 @@ def test_ensure_redis_refuses_remote_host(
 ) -> None:
     _no_start(monkeypatch)
     with pytest.raises(DevStackError, match="not a local address"):
-        devstack.ensure_redis("redis://no-such-host.invalid:6379/0", tmp_path, lambda s: None)
+        dredis.ensure_redis("redis://no-such-host.invalid:6379/0", tmp_path, lambda s: None)
 
 
 def test_ensure_postgres_refuses_remote_host(
@@ -391,14 +395,14 @@ def test_ensure_postgres_refuses_remote_host(
 ) -> None:
     _no_start(monkeypatch)
     with pytest.raises(DevStackError, match="not a local address"):
-        devstack.ensure_postgres(
+        dpg.ensure_postgres(
             "postgresql://postgres@no-such-host.invalid:5432/x", tmp_path, lambda s: None
         )
 
 
 def test_ensure_redis_unix_socket_missing(tmp_path: pathlib.Path) -> None:
     with pytest.raises(DevStackError, match="unix socket"):
-        devstack.ensure_redis(f"unix://{tmp_path}/nope.sock", tmp_path, lambda s: None)
+        dredis.ensure_redis(f"unix://{tmp_path}/nope.sock", tmp_path, lambda s: None)
 
 
 # --------------------------------------------------------------------------- stop
@@ -406,7 +410,7 @@ def test_ensure_redis_unix_socket_missing(tmp_path: pathlib.Path) -> None:
 
 def test_stop_local_services_on_empty_dir_is_noop(tmp_path: pathlib.Path) -> None:
     data_dir = tmp_path / ".relaygate"
-    devstack.stop_local_services(data_dir)
+    services.stop_local_services(data_dir)
     assert not data_dir.exists()
 
 
@@ -421,7 +425,7 @@ def test_stop_never_signals_unrelated_pid(tmp_path: pathlib.Path) -> None:
         pg.mkdir()
         (pg / "PG_VERSION").write_text("15\n")
         (pg / "postmaster.pid").write_text(f"{sleeper.pid}\n{pg}\n0\n15432\n")
-        devstack.stop_local_services(tmp_path)
+        services.stop_local_services(tmp_path)
         assert sleeper.poll() is None
         assert not (rdir / "redis.pid").exists()
     finally:
@@ -431,9 +435,9 @@ def test_stop_never_signals_unrelated_pid(tmp_path: pathlib.Path) -> None:
 
 def test_pid_running_checks_the_process_name() -> None:
     me = os.getpid()
-    assert devstack._pid_running(me, "python") or devstack._pid_running(me, "pytest")
-    assert not devstack._pid_running(me, "redis-server")
-    assert not devstack._pid_running(0, "redis-server")
+    assert common.pid_running(me, "python") or common.pid_running(me, "pytest")
+    assert not common.pid_running(me, "redis-server")
+    assert not common.pid_running(0, "redis-server")
 
 
 def test_ensure_redis_installs_missing_binary(
@@ -442,11 +446,11 @@ def test_ensure_redis_installs_missing_binary(
     """No redis-server anywhere: apt-get is attempted once, then a clear error (not a crash)."""
     _no_start(monkeypatch)
     calls: list[list[str]] = []
-    monkeypatch.setattr(devstack, "find_binary", lambda name, extra=(): None)
-    monkeypatch.setattr(devstack, "_install", lambda what, pkgs, hint, log: calls.append(pkgs))
+    monkeypatch.setattr(apt, "find_binary", lambda name, extra=(): None)
+    monkeypatch.setattr(apt, "install", lambda what, pkgs, hint, log: calls.append(pkgs))
     url = f"redis://127.0.0.1:{_free_port()}/0"
     with pytest.raises(DevStackError, match="still not found after installing"):
-        devstack.ensure_redis(url, tmp_path, lambda s: None)
+        dredis.ensure_redis(url, tmp_path, lambda s: None)
     assert calls == [["redis-server"]]
 
 
@@ -455,13 +459,13 @@ def test_ensure_postgres_installs_missing_binaries_once(
 ) -> None:
     _no_start(monkeypatch)
     calls: list[list[str]] = []
-    monkeypatch.setattr(devstack, "find_pg_tools", lambda version=None: None)
-    monkeypatch.setattr(devstack, "_install", lambda what, pkgs, hint, log: calls.append(pkgs))
-    monkeypatch.setattr(devstack, "_ensure_pg_system_user", lambda log: None)
+    monkeypatch.setattr(pgcluster, "find_pg_tools", lambda version=None: None)
+    monkeypatch.setattr(apt, "install", lambda what, pkgs, hint, log: calls.append(pkgs))
+    monkeypatch.setattr(pgcluster, "ensure_pg_system_user", lambda log: None)
     monkeypatch.setattr(
-        devstack, "_prepare_layout", lambda data_dir, log: devstack._PgLayout(data_dir)
+        pgcluster, "prepare_layout", lambda data_dir, log: pgcluster.PgLayout(data_dir)
     )
     url = f"postgresql://postgres@127.0.0.1:{_free_port()}/x"
     with pytest.raises(DevStackError, match="not found even after installing"):
-        devstack.ensure_postgres(url, tmp_path, lambda s: None)
+        dpg.ensure_postgres(url, tmp_path, lambda s: None)
     assert calls == [["postgresql"]]

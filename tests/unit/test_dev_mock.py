@@ -15,8 +15,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from relaygate import mockupstream
-from relaygate.mockupstream import MockConfig, build_app
+from relaygate.dev.mock import MockConfig, build_app
+from relaygate.dev.mock import core as mock_core
 
 pytestmark = pytest.mark.unit
 
@@ -291,14 +291,15 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
         return await real_sleep(delay, *args, **kwargs)
 
     class MockAsyncio:
-        """asyncio as the mock module sees it, with sleep recorded (nothing else patched)."""
+        """asyncio as the mock's request flow sees it, with sleep recorded (nothing else
+        patched)."""
 
         sleep = staticmethod(recording_sleep)
 
         def __getattr__(self, name: str) -> Any:
             return getattr(asyncio, name)
 
-    monkeypatch.setattr(mockupstream, "asyncio", MockAsyncio())
+    monkeypatch.setattr(mock_core, "asyncio", MockAsyncio())
     return asked
 
 

@@ -1,0 +1,5 @@
+"""``python -m relaygate.cli``."""
+
+from relaygate.cli import main
+
+main()

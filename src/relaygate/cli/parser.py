@@ -1,0 +1,174 @@
+"""The argument parser: one small function per subcommand."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+from relaygate.config import FIELDS
+
+DESCRIPTION = """``relaygate`` command line: serve, worker, migrate, dev, mock-upstream, admin.
+
+Every setting comes from ``RELAYGATE_*`` env vars; flags override them. A bad setting or an
+unreachable dependency at start-up ends the program with one clear line, not a traceback.
+Admin commands print one JSON object each, for scripting.
+"""
+
+COMMON = ("database_url", "redis_url", "log_level", "key_prefix", "shards")
+SERVE = (*COMMON, "host", "port", "workers", "trusted_proxies")
+
+# What ``add_subparsers()`` returns; argparse keeps its class private.
+Subparsers = Any
+
+
+def add_setting_flags(p: argparse.ArgumentParser, names: Sequence[str]) -> None:
+    for name in names:
+        var, _ = FIELDS[name]
+        p.add_argument(
+            f"--{name.replace('_', '-')}", dest=name, default=None, help=f"overrides {var}"
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="relaygate", description=DESCRIPTION)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_serve, _worker, _migrate, _dev, _mock_upstream, _admin):
+        add(sub)
+    return parser
+
+
+def _serve(sub: Subparsers) -> None:
+    p = sub.add_parser("serve", help="run the relay (and optionally the flusher)")
+    add_setting_flags(p, SERVE)
+    p.add_argument(
+        "--with-worker", action="store_true", default=None, help="run the flusher in-process"
+    )
+
+
+def _worker(sub: Subparsers) -> None:
+    p = sub.add_parser("worker", help="run the usage flusher")
+    add_setting_flags(p, COMMON)
+
+
+def _migrate(sub: Subparsers) -> None:
+    p = sub.add_parser("migrate", help="apply database migrations")
+    add_setting_flags(p, COMMON)
+
+
+def _dev(sub: Subparsers) -> None:
+    p = sub.add_parser("dev", help="local stack: services, migrate, seed, serve")
+    add_setting_flags(p, SERVE)
+    p.add_argument("--mock-port", type=int, default=3001)
+    p.add_argument("--no-serve", action="store_true", help="set up and seed, then exit")
+
+
+def _mock_upstream(sub: Subparsers) -> None:
+    p = sub.add_parser("mock-upstream", help="an OpenAI-compatible fake upstream")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=3001)
+    p.add_argument("--prompt-tokens", type=int, default=10)
+    p.add_argument("--completion-tokens", type=int, default=20)
+    p.add_argument("--stream-chunks", type=int, default=5)
+    p.add_argument("--chunk-delay", type=float, default=0.0)
+
+
+def _admin(sub: Subparsers) -> None:
+    p = sub.add_parser("admin", help="management commands printing JSON")
+    asub = p.add_subparsers(dest="admin_command", required=True)
+    for add in (
+        _create_user,
+        _create_channel,
+        _create_token,
+        _update_token,
+        _show_token,
+        _show_user,
+        _top_up,
+        _set_option,
+    ):
+        add(asub)
+
+
+def _admin_command(asub: Subparsers, name: str, **kw: Any) -> argparse.ArgumentParser:
+    """An admin subcommand's parser, with the setting flags every one of them takes."""
+    a: argparse.ArgumentParser = asub.add_parser(name, **kw)
+    add_setting_flags(a, COMMON)
+    return a
+
+
+def _create_user(asub: Subparsers) -> None:
+    a = _admin_command(asub, "create-user")
+    a.add_argument("--username", required=True)
+    a.add_argument("--role", choices=("user", "admin", "root"), default="user")
+    a.add_argument("--quota", type=int, default=0)
+    a.add_argument("--group", default="default")
+
+
+def _create_channel(asub: Subparsers) -> None:
+    a = _admin_command(asub, "create-channel")
+    a.add_argument("--name", required=True)
+    a.add_argument("--base-url", required=True)
+    a.add_argument("--key", required=True)
+    a.add_argument("--models", required=True)
+    a.add_argument("--group", default="default")
+    a.add_argument("--priority", type=int, default=0)
+    a.add_argument("--weight", type=int, default=1)
+    a.add_argument("--type", type=int, default=1, dest="channel_type")
+
+
+def _create_token(asub: Subparsers) -> None:
+    a = _admin_command(asub, "create-token")
+    a.add_argument("--user-id", type=int, required=True)
+    a.add_argument("--name", required=True)
+    q = a.add_mutually_exclusive_group()
+    q.add_argument("--remain-quota", type=int, default=0)
+    q.add_argument("--unlimited", action="store_true")
+    a.add_argument("--models", default=None)
+    a.add_argument("--allow-ips", default=None)
+    a.add_argument("--expires", type=int, default=-1)
+    a.add_argument("--group", default="")
+    a.add_argument("--daily-quota", type=int, default=0)
+    a.add_argument("--monthly-quota", type=int, default=0)
+
+
+def _update_token(asub: Subparsers) -> None:
+    a = _admin_command(asub, "update-token", help="change a token (status, quota, models, ips)")
+    a.add_argument("--id", type=int, required=True)
+    a.add_argument("--status", type=int, choices=(1, 2), default=None)
+    a.add_argument("--remain-quota", type=int, default=None)
+    a.add_argument("--add-quota", type=int, default=None)
+    a.add_argument("--models", default=None, help="comma list; empty string lifts the limit")
+    a.add_argument("--allow-ips", default=None, help="comma list; empty string lifts the limit")
+    a.add_argument("--expires", type=int, default=None)
+    a.add_argument("--delete", action="store_true")
+
+
+def _show_token(asub: Subparsers) -> None:
+    a = _admin_command(
+        asub, "show-token", help="live quota figures of a token (Redis) next to PostgreSQL's"
+    )
+    a.add_argument("--id", type=int, required=True)
+
+
+def _show_user(asub: Subparsers) -> None:
+    a = _admin_command(
+        asub, "show-user", help="live quota figures of a user (Redis) next to PostgreSQL's"
+    )
+    a.add_argument("--id", type=int, required=True)
+
+
+def _top_up(asub: Subparsers) -> None:
+    a = _admin_command(asub, "top-up", help="add quota to a user's balance")
+    a.add_argument("--user-id", type=int, required=True)
+    a.add_argument("--quota", type=int, required=True)
+    a.add_argument(
+        "--op-id", default=None, help="operation id: a re-run with the same id credits once"
+    )
+
+
+def _set_option(asub: Subparsers) -> None:
+    a = _admin_command(
+        asub, "set-option", help="set a New API option (ModelRatio, GroupRatio, ...)"
+    )
+    a.add_argument("--key", required=True)
+    a.add_argument("--value", required=True)

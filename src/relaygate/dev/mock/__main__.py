@@ -1,0 +1,5 @@
+"""``python -m relaygate.dev.mock``: serve the mock upstream."""
+
+from relaygate.dev.mock.app import main
+
+main()
