@@ -85,6 +85,7 @@ class RedisTarget:
 
     @property
     def where(self) -> str:
+        """For error messages: never carries the credentials."""
         return self.path or f"{self.host}:{self.port}"
 
 
@@ -112,8 +113,11 @@ def parse_redis_url(url: str) -> RedisTarget:
             context = conn.ssl_context.get()
         except (OSError, ValueError) as exc:  # unreadable CA, cert or key file
             raise ValueError(f"redis TLS settings: {exc}") from None
-    common: dict[str, Any] = {"db": int(conn.db), "username": conn.username}
-    common["password"] = conn.password
+    common: dict[str, Any] = {
+        "db": int(conn.db),
+        "username": conn.username,
+        "password": conn.password,
+    }
     if isinstance(conn, UnixDomainSocketConnection):
         if not conn.path:
             raise ValueError("unix redis URL needs a socket path")
