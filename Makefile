@@ -5,12 +5,19 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test test-unit test-integration lint typecheck services bench bench-locust bench-flusher bench-peers soak fuzz clean
+VENV_MIN := .venv-min
+MIN_STAMP := $(VENV_MIN)/.installed
+# The lock files: `make lock` rewrites them from pyproject.toml (see README "Dependencies").
+LOCK_FLAGS := --universal --python-version 3.11 --custom-compile-command 'make lock' -q
 
-$(STAMP): pyproject.toml
+.PHONY: dev test test-unit test-integration test-min lock lint typecheck services bench bench-locust bench-flusher bench-peers soak fuzz clean
+
+# The dev tools at the versions of requirements-dev.lock (constraints: pyproject still decides
+# what is installed, the lock only which version).
+$(STAMP): pyproject.toml requirements-dev.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -c requirements-dev.lock -e '.[dev]'
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -23,13 +30,33 @@ dev: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m tests.services -- $(BIN)/python -m pytest -q
 
+## Unit + integration suites with every runtime dependency at its pyproject floor (own venv).
+$(MIN_STAMP): pyproject.toml tools/min_constraints.py
+	@test -x $(VENV_MIN)/bin/python || $(PYTHON) -m venv $(VENV_MIN)
+	$(VENV_MIN)/bin/python -m pip install -q --upgrade pip
+	$(PYTHON) tools/min_constraints.py > $(VENV_MIN)/constraints-min.txt
+	$(VENV_MIN)/bin/python -m pip install -q -c $(VENV_MIN)/constraints-min.txt -e '.[dev]'
+	$(VENV_MIN)/bin/python -m pip check
+	@touch $(MIN_STAMP)
+
+test-min: $(MIN_STAMP)
+	$(VENV_MIN)/bin/python -m pip list 2>/dev/null | grep -iE '^(aiohttp|yarl|uvloop|redis|hiredis|asyncpg|orjson|prometheus.client) '
+	$(VENV_MIN)/bin/python -m tests.services -- $(VENV_MIN)/bin/python -m pytest -q -p no:cacheprovider tests/unit tests/integration
+
+## Rewrite requirements.lock (runtime, hashed: the Docker image) and requirements-dev.lock.
+lock: $(STAMP)
+	$(BIN)/python -m pip install -q uv
+	$(BIN)/uv pip compile pyproject.toml $(LOCK_FLAGS) --generate-hashes -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml $(LOCK_FLAGS) --extra dev -o requirements-dev.lock
+
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench tools
+	$(BIN)/ruff format --check src tests bench tools
 	$(BIN)/mypy
+	$(BIN)/mypy --strict tools
 
 services: $(STAMP)
 	$(BIN)/python -m tests.services -- true
@@ -57,4 +84,4 @@ fuzz: $(STAMP)
 
 clean:
 	-$(BIN)/python -c 'import pathlib; from relaygate.dev.services import stop_local_services; stop_local_services(pathlib.Path(".relaygate"))' 2>/dev/null
-	rm -rf $(VENV) .relaygate
+	rm -rf $(VENV) $(VENV_MIN) .relaygate

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from relaygate.netaddr import parse_network
+from relaygate.redispipe import parse_redis_url
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -158,6 +159,17 @@ def _parse_url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
     return raw.strip()
 
 
+def _parse_redis_url(name: str, raw: str) -> str:
+    """The parser both Redis clients use, so a URL that passes here works at start (TLS
+    files included). The message never repeats the URL: it may hold a password."""
+    value = raw.strip()
+    try:
+        parse_redis_url(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    return value
+
+
 def _parse_networks(
     name: str, raw: str
 ) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -207,10 +219,7 @@ FIELDS: dict[str, tuple[str, Parser]] = {
         "RELAYGATE_DATABASE_URL",
         lambda n, r: _parse_url(n, r, ("postgres", "postgresql")),
     ),
-    "redis_url": (
-        "RELAYGATE_REDIS_URL",
-        lambda n, r: _parse_url(n, r, ("redis", "rediss", "unix")),
-    ),
+    "redis_url": ("RELAYGATE_REDIS_URL", _parse_redis_url),
     "host": ("RELAYGATE_HOST", lambda n, r: r.strip()),
     "port": ("RELAYGATE_PORT", lambda n, r: _parse_int(n, r, 0, 65535)),
     "shards": ("RELAYGATE_SHARDS", lambda n, r: _parse_int(n, r, 1, 16384)),

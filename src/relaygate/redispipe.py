@@ -14,6 +14,10 @@ MULTI/WATCH (they are connection-stateful and would leak between callers), no
 blocking commands (they would stall every other caller), no response callbacks
 (replies are raw RESP2: ``bytes``, ``int``, ``list``, ``None``).
 
+URLs are read by redis-py itself (:func:`parse_redis_url`), so this connection and the pooled
+client always agree: ``redis://``, ``unix://`` and ``rediss://`` (TLS, with redis-py's
+``ssl_*`` query arguments and the ``SSLContext`` redis-py builds from them).
+
 Policies (documented here because callers depend on them):
 
 * **Disconnected:** a call made while the connection is down *waits* for the
@@ -43,19 +47,20 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
-from urllib.parse import parse_qs, unquote, urlparse
 
 import hiredis
-from redis._parsers.base import BaseParser
-from redis.connection import HiredisRespSerializer
-from redis.exceptions import ConnectionError, InvalidResponse, RedisError
+from redis import exceptions as rexc
+from redis.asyncio import Connection, SSLConnection, UnixDomainSocketConnection
+from redis.asyncio.connection import parse_url
+from redis.exceptions import ConnectionError, DataError, InvalidResponse, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["PipelinedRedis"]
+__all__ = ["PipelinedRedis", "RedisTarget", "parse_redis_url"]
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +71,7 @@ _BACKOFF_MAX = 2.0
 
 
 @dataclass(frozen=True, slots=True)
-class _Target:
+class RedisTarget:
     """Where and how to connect; parsed once so reconnects are cheap."""
 
     host: str = "127.0.0.1"
@@ -75,29 +80,112 @@ class _Target:
     db: int = 0
     username: str | None = None
     password: str | None = None
+    # Built by redis-py from the URL's ``ssl_*`` arguments, so both clients verify alike.
+    tls: ssl.SSLContext | None = None
+
+    @property
+    def where(self) -> str:
+        """For error messages: never carries the credentials."""
+        return self.path or f"{self.host}:{self.port}"
 
 
-def _parse_url(url: str) -> _Target:
-    """Parse ``redis://[[user]:pass@]host[:port][/db]`` or ``unix:///path?db=N``."""
-    u = urlparse(url)
-    query = {k: v[0] for k, v in parse_qs(u.query).items() if v}
-    username = unquote(u.username) if u.username else query.get("username")
-    password = unquote(u.password) if u.password else query.get("password")
-    if u.scheme == "unix":
-        if not u.path:
-            raise ValueError(f"unix redis URL needs a socket path: {url!r}")
-        db = int(query.get("db", "0"))
-        return _Target(path=unquote(u.path), db=db, username=username, password=password)
-    if u.scheme != "redis":
-        raise ValueError(f"unsupported redis URL scheme {u.scheme!r} (use redis:// or unix://)")
-    db_text = query.get("db") or u.path.strip("/") or "0"
-    return _Target(
-        host=u.hostname or "127.0.0.1",
-        port=u.port or 6379,
-        db=int(db_text),
-        username=username,
-        password=password,
-    )
+def parse_redis_url(url: str) -> RedisTarget:
+    """Read a Redis URL exactly as the relay's pooled redis-py client will.
+
+    The pool (``BlockingConnectionPool.from_url``) and this connection must never disagree on
+    a URL: one that passes config has to work at start. So redis-py parses it
+    (``redis://``, ``rediss://`` with its ``ssl_*`` query arguments, ``unix://``) and builds
+    the connection object it would use: a query argument redis-py does not know fails here,
+    as it would at the pool's first connect, and TLS gets the very ``SSLContext`` redis-py
+    would build. Raises ValueError for a URL either client would refuse.
+    """
+    kwargs: dict[str, Any] = dict(parse_url(url))
+    cls = kwargs.pop("connection_class", Connection)
+    try:
+        conn = cls(**kwargs)
+    except TypeError as exc:  # an unknown query argument
+        raise ValueError(f"redis URL has an unsupported argument: {exc}") from None
+    except RedisError as exc:  # e.g. an invalid ssl_cert_reqs
+        raise ValueError(f"redis URL: {exc}") from None
+    context = None
+    if isinstance(conn, SSLConnection):
+        try:
+            context = conn.ssl_context.get()
+        except (OSError, ValueError) as exc:  # unreadable CA, cert or key file
+            raise ValueError(f"redis TLS settings: {exc}") from None
+    common: dict[str, Any] = {
+        "db": int(conn.db),
+        "username": conn.username,
+        "password": conn.password,
+    }
+    if isinstance(conn, UnixDomainSocketConnection):
+        if not conn.path:
+            raise ValueError("unix redis URL needs a socket path")
+        return RedisTarget(path=conn.path, **common)
+    return RedisTarget(host=conn.host, port=int(conn.port), tls=context, **common)
+
+
+# Error replies as redis-py's own parser maps them (its ``BaseParser.EXCEPTION_CLASSES``, a
+# private table): callers catch NoScriptError, ReadOnlyError, ... whichever client replied.
+# The cluster redirections (MOVED, ASK, ...) stay ResponseError, as in the redis-py releases
+# that map them only in their cluster client: this connection does not follow them.
+_ERROR_CLASSES: dict[str, type[RedisError]] = {
+    "OOM": rexc.OutOfMemoryError,
+    "WRONGPASS": rexc.AuthenticationError,
+    "EXECABORT": rexc.ExecAbortError,
+    "LOADING": rexc.BusyLoadingError,
+    "NOSCRIPT": rexc.NoScriptError,
+    "READONLY": rexc.ReadOnlyError,
+    "NOAUTH": rexc.AuthenticationError,
+    "NOPERM": rexc.NoPermissionError,
+}
+_ERR_MESSAGES: dict[str, type[RedisError]] = {
+    # getattr: newer redis-py releases have a subclass of ConnectionError for it.
+    "max number of clients reached": getattr(rexc, "MaxClientsReachedError", ConnectionError),
+    "invalid password": rexc.AuthenticationError,
+    "wrong number of arguments for 'auth' command": rexc.AuthenticationWrongNumberOfArgsError,
+    "wrong number of arguments for 'AUTH' command": rexc.AuthenticationWrongNumberOfArgsError,
+    # AUTH sent to a server without a password (Redis >= 6, then older ones).
+    "AUTH <password> called without any password configured for the default user. "
+    "Are you sure your configuration is correct?": rexc.AuthenticationError,
+    "Client sent AUTH, but no password is set": rexc.AuthenticationError,
+    "Error loading the extension. Please check the server logs.": rexc.ModuleError,
+    "Error unloading module: no such module with that name": rexc.ModuleError,
+    "Error unloading module: operation not possible.": rexc.ModuleError,
+    "Error unloading module: the module exports one or more module-side data types, "
+    "can't unload": rexc.ModuleError,
+}
+
+
+def reply_error(message: str) -> RedisError:
+    """hiredis' ``replyError``: an error reply as the exception redis-py would raise, with the
+    error code stripped from the message where redis-py strips it."""
+    code, _, rest = message.partition(" ")
+    if code == "ERR":
+        return _ERR_MESSAGES.get(rest, rexc.ResponseError)(rest)
+    cls = _ERROR_CLASSES.get(code)
+    return rexc.ResponseError(message) if cls is None else cls(rest)
+
+
+def pack(*args: Any) -> list[bytes]:
+    """Encode one command, as redis-py's packer does for ``execute_command``: a first argument
+    with spaces ("SCRIPT LOAD") is split into words, bytearray/memoryview are sent as bytes,
+    and an argument Redis cannot take (None, bool, a dict, ...) raises DataError before
+    anything is queued. The hot path calls hiredis directly and comes here only when that
+    refuses or for a multi-word command."""
+    cmd = args[0]
+    head: tuple[Any, ...]
+    if isinstance(cmd, str):
+        head = tuple(cmd.split())
+    elif isinstance(cmd, (bytes, bytearray, memoryview)):
+        head = tuple(bytes(cmd).split())
+    else:
+        head = (cmd,)
+    rest = tuple(bytes(a) if isinstance(a, (bytearray, memoryview)) else a for a in args[1:])
+    try:
+        return [_pack_command(head + rest)]
+    except TypeError as exc:
+        raise DataError(f"invalid redis command argument: {exc}") from None
 
 
 class _PipeProtocol(asyncio.Protocol):
@@ -113,7 +201,7 @@ class _PipeProtocol(asyncio.Protocol):
         # (NoScriptError for NOSCRIPT, ResponseError otherwise, ...).
         self._reader = hiredis.Reader(
             protocolError=InvalidResponse,
-            replyError=BaseParser.parse_error,
+            replyError=reply_error,
             notEnoughData=_NOT_ENOUGH_DATA,
         )
         self.pending: deque[asyncio.Future[Any]] = deque()
@@ -232,7 +320,7 @@ class PipelinedRedis:
     """One multiplexed, auto-pipelined Redis connection (see module docstring)."""
 
     def __init__(
-        self, target: _Target, max_pending: int, connect_timeout: float, command_timeout: float
+        self, target: RedisTarget, max_pending: int, connect_timeout: float, command_timeout: float
     ) -> None:
         self._target = target
         self._max_pending = max_pending
@@ -240,9 +328,7 @@ class PipelinedRedis:
         self._command_timeout = command_timeout
         self._watchdog: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
-        # redis-py's own packer (hiredis.pack_command underneath, same arg
-        # handling as Redis.execute_command incl. "SCRIPT LOAD" splitting).
-        self._pack: Callable[..., list[bytes]] = HiredisRespSerializer().pack  # type: ignore[no-untyped-call,unused-ignore]
+        self._pack: Callable[..., list[bytes]] = pack
         self._proto: _PipeProtocol | None = None
         self._ready = asyncio.Event()
         self._waiting = 0
@@ -259,7 +345,7 @@ class PipelinedRedis:
         command_timeout: float = 5.0,
     ) -> PipelinedRedis:
         """Connect (AUTH + SELECT + PING) now, so misconfiguration fails at startup."""
-        self = cls(_parse_url(url), max_pending, connect_timeout, command_timeout)
+        self = cls(parse_redis_url(url), max_pending, connect_timeout, command_timeout)
         self._install(await self._open())
         self._arm_watchdog()
         return self
@@ -285,9 +371,9 @@ class PipelinedRedis:
         cmd = args[0]
         if cmd.__class__ is str and " " not in cmd:
             # The hot path (EVALSHA with str/int/bytes arguments): hiredis packs the tuple in
-            # C, skipping redis-py's per-argument Python pass. Same bytes as ``self._pack``,
-            # which is hiredis.pack_command on the same arguments after converting
-            # bytearray/memoryview; anything hiredis refuses goes the long way below.
+            # C, skipping the per-argument Python pass. Same bytes as ``self._pack``, which is
+            # hiredis.pack_command on the same arguments after converting bytearray/memoryview;
+            # anything hiredis refuses goes the long way below.
             try:
                 packed = [_pack_command(args)]
             except TypeError:
@@ -372,7 +458,9 @@ class PipelinedRedis:
                 if t.path is not None:
                     await self._loop.create_unix_connection(lambda: proto, t.path)
                 else:
-                    await self._loop.create_connection(lambda: proto, t.host, t.port)
+                    # With ``ssl`` the handshake (and the certificate check) is part of the
+                    # connect, inside the same deadline.
+                    await self._loop.create_connection(lambda: proto, t.host, t.port, ssl=t.tls)
                 if t.password is not None:
                     auth = (t.username, t.password) if t.username else (t.password,)
                     handshake.append(proto.submit(self._pack("AUTH", *auth)))
@@ -386,10 +474,9 @@ class PipelinedRedis:
             raise ConnectionError(
                 f"redis connect timed out after {self._connect_timeout}s"
             ) from None
-        except OSError as exc:  # refused/unreachable: surface as redis-py's ConnectionError
+        except OSError as exc:  # refused, unreachable, TLS refused: redis-py's ConnectionError
             self._discard(proto, handshake)
-            where = t.path or f"{t.host}:{t.port}"
-            raise ConnectionError(f"redis connect to {where} failed: {exc}") from exc
+            raise ConnectionError(f"redis connect to {t.where} failed: {exc}") from exc
         except BaseException:
             self._discard(proto, handshake)
             raise
