@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from relaygate.netaddr import parse_network
-from relaygate.redispipe import parse_redis_url
+from relaygate.redisproto import parse_redis_url
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
