@@ -50,6 +50,13 @@ async def test_dropped_hot_connection_loses_and_doubles_nothing(env, mock_upstre
     # Settles whose reply was lost are re-run (idempotently), and reservations made by
     # reserves whose reply was lost (their clients got 503) are given back, in the background.
     await rt.background.drain(10)
+    # Kept settles are replayed by the keeper's own loop, with backoff: wait until none is
+    # left rather than race it (the answered requests' events reach the stream with them).
+    for _ in range(200):
+        if not rt.settles.pending:
+            break
+        await asyncio.sleep(0.05)
+    assert not rt.settles.pending, "kept settles were never applied"
     assert await flush_all(env) == answered, "one usage row per answered request"
     left = [
         parse_reservation_member(m.decode())
