@@ -10,7 +10,7 @@ MIN_STAMP := $(VENV_MIN)/.installed
 # The lock files: `make lock` rewrites them from pyproject.toml (see README "Dependencies").
 LOCK_FLAGS := --universal --python-version 3.11 --custom-compile-command 'make lock' -q
 
-.PHONY: dev test test-unit test-integration test-min lock lint typecheck services bench bench-locust bench-flusher bench-peers soak fuzz clean
+.PHONY: image dev test test-unit test-integration test-min lock lint typecheck services bench bench-locust bench-flusher bench-peers soak fuzz clean
 
 # The dev tools at the versions of requirements-dev.lock (constraints: pyproject still decides
 # what is installed, the lock only which version).
@@ -25,6 +25,10 @@ venv: $(STAMP)
 ## Start (or reuse) Redis and PostgreSQL, migrate, seed a demo, serve relay + flusher + mock upstream.
 dev: $(STAMP)
 	$(BIN)/relaygate dev
+
+## The container image (needs a Docker daemon; see docs/deploy.md).
+image:
+	docker build -f deploy/Dockerfile -t relaygate:$$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml) .
 
 ## The whole suite: unit (fakeredis) + integration/e2e (real Redis and PostgreSQL; started if absent).
 test: $(STAMP)

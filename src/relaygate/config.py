@@ -20,6 +20,7 @@ from relaygate.netaddr import parse_network
 from relaygate.redisproto import parse_redis_url
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 
 
 class ConfigError(ValueError):
@@ -34,6 +35,8 @@ class Settings:
     port: int = 3000
     shards: int = 16
     log_level: str = "info"
+    # "text" (one human line per record) or "json" (one object per line, for log shippers).
+    log_format: str = "text"
     # Prefix of every Redis key and of the invalidation channel (tests use their own).
     key_prefix: str = "rg"
     # Networks whose X-Forwarded-For header is believed (comma-separated IPs/CIDRs).
@@ -206,6 +209,13 @@ def _parse_log_level(name: str, raw: str) -> str:
     return low
 
 
+def _parse_log_format(name: str, raw: str) -> str:
+    low = raw.strip().lower()
+    if low not in LOG_FORMATS:
+        raise ConfigError(f"{name}: expected one of {', '.join(LOG_FORMATS)}, got {raw!r}")
+    return low
+
+
 def _parse_prefix(name: str, raw: str) -> str:
     value = raw.strip()
     if not value or any(c in value for c in "{} \t\n"):
@@ -224,6 +234,7 @@ FIELDS: dict[str, tuple[str, Parser]] = {
     "port": ("RELAYGATE_PORT", lambda n, r: _parse_int(n, r, 0, 65535)),
     "shards": ("RELAYGATE_SHARDS", lambda n, r: _parse_int(n, r, 1, 16384)),
     "log_level": ("RELAYGATE_LOG_LEVEL", _parse_log_level),
+    "log_format": ("RELAYGATE_LOG_FORMAT", _parse_log_format),
     "key_prefix": ("RELAYGATE_KEY_PREFIX", _parse_prefix),
     "trusted_proxies": ("RELAYGATE_TRUSTED_PROXIES", _parse_networks),
     "max_reserve_tokens": ("RELAYGATE_MAX_RESERVE_TOKENS", lambda n, r: _parse_int(n, r, 0)),
