@@ -15,7 +15,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 
 from relaygate import metrics, upstreams
 from relaygate.accounts import Accounts
-from relaygate.appkeys import RUNTIME, SETTINGS
+from relaygate.appkeys import DRAINING, RUNTIME, SETTINGS
 from relaygate.config import Settings
 from relaygate.keys import KeyScheme
 from relaygate.ledger import Scripts
@@ -171,6 +171,7 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
 def init_app(settings: Settings, *, with_api: bool = True) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
+    app[DRAINING] = asyncio.Event()
     app.cleanup_ctx.append(_runtime_ctx)
     metrics.install(app)
     add_routes(app)

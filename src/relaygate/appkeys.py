@@ -8,6 +8,8 @@ the runtime).
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from relaygate.config import Settings
@@ -17,5 +19,7 @@ from relaygate.stats import RequestStats
 SETTINGS: web.AppKey[Settings] = web.AppKey("relaygate.settings", Settings)
 RUNTIME: web.AppKey[Runtime] = web.AppKey("relaygate.runtime", Runtime)
 STATS: web.AppKey[RequestStats] = web.AppKey("relaygate.stats", RequestStats)
+# Set when the process starts to stop: /readyz answers 503 from then on (relaygate.serving).
+DRAINING: web.AppKey[asyncio.Event] = web.AppKey("relaygate.draining", asyncio.Event)
 
-__all__ = ["RUNTIME", "SETTINGS", "STATS"]
+__all__ = ["DRAINING", "RUNTIME", "SETTINGS", "STATS"]

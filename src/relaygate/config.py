@@ -37,6 +37,9 @@ class Settings:
     log_level: str = "info"
     # "text" (one human line per record) or "json" (one object per line, for log shippers).
     log_format: str = "text"
+    # One log record per relay request (request id, token id, status, model, channel,
+    # latency, overhead): relaygate.logfmt.log_request.
+    request_log: bool = False
     # Prefix of every Redis key and of the invalidation channel (tests use their own).
     key_prefix: str = "rg"
     # Networks whose X-Forwarded-For header is believed (comma-separated IPs/CIDRs).
@@ -82,6 +85,9 @@ class Settings:
     # trusted proxies are exempt).
     header_timeout: float = 10.0
     keepalive_timeout: float = 15.0
+    # Seconds between SIGTERM and closing the listener, serving as usual but answering
+    # /readyz 503, so load balancers stop sending first (where no preStop hook does it).
+    drain_delay: float = 0.0
     max_connections_per_ip: int = 256
     # Where a relay journals the settles it could not write to Redis yet, replayed at the next
     # start (must survive a restart of the process: a volume in containers).
@@ -235,6 +241,7 @@ FIELDS: dict[str, tuple[str, Parser]] = {
     "shards": ("RELAYGATE_SHARDS", lambda n, r: _parse_int(n, r, 1, 16384)),
     "log_level": ("RELAYGATE_LOG_LEVEL", _parse_log_level),
     "log_format": ("RELAYGATE_LOG_FORMAT", _parse_log_format),
+    "request_log": ("RELAYGATE_REQUEST_LOG", _parse_bool),
     "key_prefix": ("RELAYGATE_KEY_PREFIX", _parse_prefix),
     "trusted_proxies": ("RELAYGATE_TRUSTED_PROXIES", _parse_networks),
     "max_reserve_tokens": ("RELAYGATE_MAX_RESERVE_TOKENS", lambda n, r: _parse_int(n, r, 0)),
@@ -257,6 +264,7 @@ FIELDS: dict[str, tuple[str, Parser]] = {
     "redis_timeout": ("RELAYGATE_REDIS_TIMEOUT", _parse_positive_float),
     "header_timeout": ("RELAYGATE_HEADER_TIMEOUT", _parse_positive_float),
     "keepalive_timeout": ("RELAYGATE_KEEPALIVE_TIMEOUT", _parse_positive_float),
+    "drain_delay": ("RELAYGATE_DRAIN_DELAY", _parse_float),
     "max_connections_per_ip": (
         "RELAYGATE_MAX_CONNECTIONS_PER_IP",
         lambda n, r: _parse_int(n, r, 0),

@@ -93,6 +93,7 @@ async def serve_app(settings: Settings, extra: Callable[[], Awaitable[None]] | N
     from aiohttp import web
 
     from relaygate.app import init_app
+    from relaygate.appkeys import DRAINING
 
     app = init_app(settings)
     if settings.with_worker:
@@ -133,8 +134,21 @@ async def serve_app(settings: Settings, extra: Callable[[], Awaitable[None]] | N
     if extra is not None:
         await extra()
     await stop.wait()
+    app[DRAINING].set()  # /readyz says 503 from now on
+    await _drain_delay(stop, settings.drain_delay)
     log.info("shutting down: draining in-flight requests")
     await runner.cleanup()
+
+
+async def _drain_delay(stop: asyncio.Event, seconds: float) -> None:
+    """Keep serving, not ready, for ``seconds`` (RELAYGATE_DRAIN_DELAY); a second stop
+    signal ends the wait early."""
+    if seconds <= 0:
+        return
+    log.info("stop requested: not ready, serving for %.1f s more before draining", seconds)
+    stop.clear()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
 
 
 def flusher_ctx(settings: Settings) -> Any:

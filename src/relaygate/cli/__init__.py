@@ -8,7 +8,6 @@ unreachable dependency at start-up ends the program with one clear line, not a t
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Callable, Sequence
 
@@ -19,21 +18,10 @@ from relaygate.cli.parser import build_parser
 from relaygate.cli.serve import cmd_serve
 from relaygate.cli.worker import cmd_worker
 from relaygate.config import FIELDS, ConfigError, Settings, from_env
-from relaygate.redact import RedactingFormatter
+from relaygate.logfmt import setup_logging
 from relaygate.serving import Fatal
 
 __all__ = ["COMMANDS", "Fatal", "build_parser", "main", "settings_from_args", "setup_logging"]
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
-
-
-def setup_logging(level: str) -> None:
-    """Every record of every logger goes through one handler whose formatter redacts
-    credentials (docs/security.md)."""
-    logging.basicConfig(level=getattr(logging, level.upper()), format=LOG_FORMAT)
-    for handler in logging.getLogger().handlers:
-        handler.setFormatter(RedactingFormatter(LOG_FORMAT))
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -57,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from_args(args)
-        setup_logging(settings.log_level)
+        setup_logging(settings.log_level, settings.log_format)
         COMMANDS[args.command](settings, args)
     except (ConfigError, Fatal) as exc:
         print(f"relaygate: {exc}", file=sys.stderr)

@@ -46,6 +46,7 @@ async def forward(
         if channel is None:
             break
         tried |= {channel.id}
+        job.channel_id = channel.id
         upstream_model = channel.upstream_model(job.model)
         if upstream_model != job.model and ep.dialect != dialects.GEMINI:
             body["model"] = upstream_model
@@ -79,10 +80,13 @@ def _is_event_stream(up: aiohttp.ClientResponse) -> bool:
     return "text/event-stream" in kind or "ndjson" in kind
 
 
+OVERHEAD_HEADER = "x-relaygate-overhead-ms"
+
+
 def _common_headers(job: Job, overhead_ms: float) -> dict[str, str]:
     return {
         "X-Oneapi-Request-Id": job.rid,
-        "x-relaygate-overhead-ms": f"{overhead_ms:.3f}",
+        OVERHEAD_HEADER: f"{overhead_ms:.3f}",
     }
 
 

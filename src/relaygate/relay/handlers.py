@@ -19,12 +19,13 @@ from aiohttp.web_protocol import RequestPayloadError
 from relaygate.appkeys import RUNTIME, STATS
 from relaygate.cache import TokenMeta
 from relaygate.credentials import hash_secret
+from relaygate.logfmt import log_request
 from relaygate.pricing import Rates, ReservationPlan
 from relaygate.relay import errors
 from relaygate.relay.accounting import reserve, settle
 from relaygate.relay.auth import IPAddress, client_ip, extract_key, ip_text
 from relaygate.relay.errors import RelayError
-from relaygate.relay.forward import forward
+from relaygate.relay.forward import OVERHEAD_HEADER, forward
 from relaygate.relay.request import (
     IMAGE_TOKEN_BOUND,
     Endpoint,
@@ -43,6 +44,8 @@ from relaygate.settles import MAX_KEPT
 
 log = logging.getLogger(__name__)
 
+JOB = "relaygate.job"  # the request's Job, kept on the request for its log record
+
 
 async def handle(request: web.Request, ep: Endpoint) -> web.StreamResponse:
     """Answer one relay request and record it in the route's metrics."""
@@ -57,9 +60,38 @@ async def handle(request: web.Request, ep: Endpoint) -> web.StreamResponse:
         response = err.response(rid, ep.dialect)
     except Exception:
         app[STATS].record(ep.route, 500, time.perf_counter() - t0)
+        if rt.settings.request_log:
+            _log(request, ep, rid, 500, time.perf_counter() - t0, None)
         raise
-    app[STATS].record(ep.route, response.status, time.perf_counter() - t0)
+    elapsed = time.perf_counter() - t0
+    app[STATS].record(ep.route, response.status, elapsed)
+    if rt.settings.request_log:
+        _log(request, ep, rid, response.status, elapsed, response)
     return response
+
+
+def _log(
+    request: web.Request,
+    ep: Endpoint,
+    rid: str,
+    status: int,
+    elapsed: float,
+    response: web.StreamResponse | None,
+) -> None:
+    """The request record, from what ``_handle`` left on the request (nothing when it was
+    refused before a reservation) and the overhead header of an answered one."""
+    job: Job | None = request.get(JOB)
+    overhead = response.headers.get(OVERHEAD_HEADER) if response is not None else None
+    log_request(
+        rid,
+        ep.route,
+        status,
+        elapsed,
+        token_id=job.meta.id if job is not None else None,
+        model=job.model if job is not None else None,
+        channel_id=job.channel_id if job is not None else None,
+        overhead_ms=float(overhead) if overhead else None,
+    )
 
 
 async def _handle(
@@ -90,6 +122,8 @@ async def _handle(
         ip=ip_text(ip),
         t0=t0,
     )
+    if rt.settings.request_log:
+        request[JOB] = job
     settled = False
     try:
         per_choice = res.clamp_tokens // bound.choices if res.clamp_tokens else bound.send

@@ -67,6 +67,7 @@ class Job:
     member: str
     ip: str
     t0: float
+    channel_id: int | None = None  # the channel last called (forward sets it)
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:

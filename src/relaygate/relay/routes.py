@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from relaygate.appkeys import RUNTIME
+from relaygate.appkeys import DRAINING, RUNTIME
 from relaygate.cache import TokenMeta
 from relaygate.credentials import hash_secret
 from relaygate.ledger import STATUS_ENABLED, STATUS_EXHAUSTED, STATUS_EXPIRED
@@ -80,13 +80,18 @@ async def list_models(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the event loop answers. Nothing else, so an outage of Redis or PostgreSQL
+    never makes an orchestrator restart a healthy relay."""
     return web.Response(body=b'{"status":"ok"}', content_type="application/json")
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when Redis answers; PostgreSQL being down does not stop the relay (warm cache)."""
+    """Ready when Redis answers and the process is not draining; PostgreSQL being down does
+    not stop the relay (warm cache) and is reported as degraded."""
     rt = request.app[RUNTIME]
     checks: dict[str, str] = {}
+    draining = request.app[DRAINING].is_set()
+    checks["draining"] = "yes" if draining else "no"
     try:
         await rt.redis.ping()
         checks["redis"] = "ok"
@@ -98,7 +103,7 @@ async def readyz(request: web.Request) -> web.Response:
         checks["postgres"] = "ok"
     except Exception as exc:
         checks["postgres"] = f"degraded: {type(exc).__name__}"
-    status = 200 if checks["redis"] == "ok" else 503
+    status = 200 if checks["redis"] == "ok" and not draining else 503
     body = {
         "status": "ok" if status == 200 else "unavailable",
         "checks": checks,
