@@ -72,6 +72,11 @@ async def test_killed_worker_is_replaced_while_the_other_serves(env, stack):
     before = children_of(supervisor)
     victim = min(before)
     os.kill(victim, signal.SIGKILL)
+
+    async def victim_gone() -> bool:  # its listening socket closes as it exits
+        return victim not in children_of(supervisor)
+
+    await until(victim_gone, "the killed worker gone", relay)
     # The survivor serves everything while the victim is being replaced.
     during = await drive(lambda: relay.url, seeded.keys, 150, 8)
     assert during.ok == 150, during

@@ -32,8 +32,17 @@ async def _with_admin(
 
     redis = redis_client(settings)
     try:
+        # Both first, whatever the command: one that only writes PostgreSQL (create-user)
+        # would otherwise succeed against a deployment whose ledger is down, and one that
+        # reads Redis midway would fail after its PostgreSQL write.
         pool = await create_pool(settings.database_url, max_size=2)
     except Exception as exc:
+        await redis.aclose()
+        raise Fatal(describe_start_error(exc, settings)) from None
+    try:
+        await redis.ping()
+    except Exception as exc:
+        await pool.close()
         await redis.aclose()
         raise Fatal(describe_start_error(exc, settings)) from None
     try:

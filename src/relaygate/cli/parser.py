@@ -62,18 +62,22 @@ def _migrate(sub: Subparsers) -> None:
 def _dev(sub: Subparsers) -> None:
     p = sub.add_parser("dev", help="local stack: services, migrate, seed, serve")
     add_setting_flags(p, SERVE)
-    p.add_argument("--mock-port", type=int, default=3001)
+    p.add_argument(
+        "--mock-port", type=int, default=3001, help="port of the mock upstream (default 3001)"
+    )
     p.add_argument("--no-serve", action="store_true", help="set up and seed, then exit")
 
 
 def _mock_upstream(sub: Subparsers) -> None:
     p = sub.add_parser("mock-upstream", help="an OpenAI-compatible fake upstream")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=3001)
-    p.add_argument("--prompt-tokens", type=int, default=10)
-    p.add_argument("--completion-tokens", type=int, default=20)
-    p.add_argument("--stream-chunks", type=int, default=5)
-    p.add_argument("--chunk-delay", type=float, default=0.0)
+    p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=3001, help="listen port (default 3001)")
+    p.add_argument("--prompt-tokens", type=int, default=10, help="usage.prompt_tokens it reports")
+    p.add_argument(
+        "--completion-tokens", type=int, default=20, help="usage.completion_tokens it reports"
+    )
+    p.add_argument("--stream-chunks", type=int, default=5, help="content chunks per stream")
+    p.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between stream chunks")
 
 
 def _admin(sub: Subparsers) -> None:
@@ -100,70 +104,86 @@ def _admin_command(asub: Subparsers, name: str, **kw: Any) -> argparse.ArgumentP
 
 
 def _create_user(asub: Subparsers) -> None:
-    a = _admin_command(asub, "create-user")
-    a.add_argument("--username", required=True)
-    a.add_argument("--role", choices=("user", "admin", "root"), default="user")
-    a.add_argument("--quota", type=int, default=0)
-    a.add_argument("--group", default="default")
+    a = _admin_command(
+        asub, "create-user", help="create a user; prints its access token (shown this once)"
+    )
+    a.add_argument("--username", required=True, help="login name, unique")
+    a.add_argument(
+        "--role", choices=("user", "admin", "root"), default="user", help="default: user"
+    )
+    a.add_argument("--quota", type=int, default=0, help="starting balance (500000 = $1)")
+    a.add_argument("--group", default="default", help="pricing/channel group (default: default)")
 
 
 def _create_channel(asub: Subparsers) -> None:
-    a = _admin_command(asub, "create-channel")
-    a.add_argument("--name", required=True)
-    a.add_argument("--base-url", required=True)
-    a.add_argument("--key", required=True)
-    a.add_argument("--models", required=True)
-    a.add_argument("--group", default="default")
-    a.add_argument("--priority", type=int, default=0)
-    a.add_argument("--weight", type=int, default=1)
-    a.add_argument("--type", type=int, default=1, dest="channel_type")
+    a = _admin_command(asub, "create-channel", help="add an upstream channel")
+    a.add_argument("--name", required=True, help="a label for operators")
+    a.add_argument("--base-url", required=True, help="upstream root, e.g. https://api.openai.com")
+    a.add_argument("--key", required=True, help="the upstream API key (never printed or logged)")
+    a.add_argument("--models", required=True, help="comma list of models it serves")
+    a.add_argument("--group", default="default", help="comma list of groups it serves")
+    a.add_argument("--priority", type=int, default=0, help="higher is tried first (default 0)")
+    a.add_argument(
+        "--weight", type=int, default=1, help="share among channels of one priority (default 1)"
+    )
+    a.add_argument(
+        "--type",
+        type=int,
+        default=1,
+        dest="channel_type",
+        help="New API channel type: 1 OpenAI-compatible (default), 14 Anthropic, 24 Gemini",
+    )
 
 
 def _create_token(asub: Subparsers) -> None:
-    a = _admin_command(asub, "create-token")
-    a.add_argument("--user-id", type=int, required=True)
-    a.add_argument("--name", required=True)
+    a = _admin_command(
+        asub, "create-token", help="create a relay key for a user; prints it (shown this once)"
+    )
+    a.add_argument("--user-id", type=int, required=True, help="the owning user")
+    a.add_argument("--name", required=True, help="a label for the key")
     q = a.add_mutually_exclusive_group()
-    q.add_argument("--remain-quota", type=int, default=0)
-    q.add_argument("--unlimited", action="store_true")
-    a.add_argument("--models", default=None)
-    a.add_argument("--allow-ips", default=None)
-    a.add_argument("--expires", type=int, default=-1)
-    a.add_argument("--group", default="")
-    a.add_argument("--daily-quota", type=int, default=0)
-    a.add_argument("--monthly-quota", type=int, default=0)
+    q.add_argument("--remain-quota", type=int, default=0, help="the key's own limit (default 0)")
+    q.add_argument(
+        "--unlimited", action="store_true", help="no key limit (the user's balance still applies)"
+    )
+    a.add_argument("--models", default=None, help="comma list of allowed models (default: any)")
+    a.add_argument("--allow-ips", default=None, help="comma list of IPs/CIDRs (default: any)")
+    a.add_argument("--expires", type=int, default=-1, help="unix time it expires; -1 = never")
+    a.add_argument("--group", default="", help="use this group instead of the user's")
+    a.add_argument("--daily-quota", type=int, default=0, help="spend per UTC day; 0 = no limit")
+    a.add_argument("--monthly-quota", type=int, default=0, help="spend per UTC month; 0 = no limit")
 
 
 def _update_token(asub: Subparsers) -> None:
     a = _admin_command(asub, "update-token", help="change a token (status, quota, models, ips)")
-    a.add_argument("--id", type=int, required=True)
-    a.add_argument("--status", type=int, choices=(1, 2), default=None)
-    a.add_argument("--remain-quota", type=int, default=None)
-    a.add_argument("--add-quota", type=int, default=None)
+    a.add_argument("--id", type=int, required=True, help="the token")
+    a.add_argument("--status", type=int, choices=(1, 2), default=None, help="1 enabled, 2 disabled")
+    a.add_argument("--remain-quota", type=int, default=None, help="set the key's limit")
+    a.add_argument("--add-quota", type=int, default=None, help="raise the key's limit by this")
     a.add_argument("--models", default=None, help="comma list; empty string lifts the limit")
     a.add_argument("--allow-ips", default=None, help="comma list; empty string lifts the limit")
-    a.add_argument("--expires", type=int, default=None)
-    a.add_argument("--delete", action="store_true")
+    a.add_argument("--expires", type=int, default=None, help="unix time it expires; -1 = never")
+    a.add_argument("--delete", action="store_true", help="delete the token instead")
 
 
 def _show_token(asub: Subparsers) -> None:
     a = _admin_command(
         asub, "show-token", help="live quota figures of a token (Redis) next to PostgreSQL's"
     )
-    a.add_argument("--id", type=int, required=True)
+    a.add_argument("--id", type=int, required=True, help="the token")
 
 
 def _show_user(asub: Subparsers) -> None:
     a = _admin_command(
         asub, "show-user", help="live quota figures of a user (Redis) next to PostgreSQL's"
     )
-    a.add_argument("--id", type=int, required=True)
+    a.add_argument("--id", type=int, required=True, help="the user")
 
 
 def _top_up(asub: Subparsers) -> None:
     a = _admin_command(asub, "top-up", help="add quota to a user's balance")
-    a.add_argument("--user-id", type=int, required=True)
-    a.add_argument("--quota", type=int, required=True)
+    a.add_argument("--user-id", type=int, required=True, help="the user")
+    a.add_argument("--quota", type=int, required=True, help="quota to add (500000 = $1)")
     a.add_argument(
         "--op-id", default=None, help="operation id: a re-run with the same id credits once"
     )
@@ -173,5 +193,5 @@ def _set_option(asub: Subparsers) -> None:
     a = _admin_command(
         asub, "set-option", help="set a New API option (ModelRatio, GroupRatio, ...)"
     )
-    a.add_argument("--key", required=True)
-    a.add_argument("--value", required=True)
+    a.add_argument("--key", required=True, help="option name")
+    a.add_argument("--value", required=True, help="its value (JSON for the ratio options)")

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from relaygate.config import Settings
-from relaygate.serving import STOP_SIGNALS, Fatal, run, serve_app
+from relaygate.serving import STOP_SIGNALS, Fatal, describe_start_error, run, serve_app
 
 log = logging.getLogger("relaygate")
 
@@ -54,7 +54,26 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
     if settings.workers <= 1:
         run(serve_app(settings))
         return
+    run(preflight(settings))
     sys.exit(Supervisor(settings).run())
+
+
+async def preflight(settings: Settings) -> None:
+    """Redis and PostgreSQL answer, checked once before forking: N workers failing alike
+    would print the same line N times."""
+    from relaygate.app import check_eviction_policy, redis_client
+    from relaygate.store.db import create_pool
+
+    redis = redis_client(settings)
+    try:
+        await redis.ping()
+        await check_eviction_policy(redis, settings.allow_unsafe_redis_eviction)
+        pool = await create_pool(settings.database_url, max_size=1)
+        await pool.close()
+    except Exception as exc:
+        raise Fatal(describe_start_error(exc, settings)) from None
+    finally:
+        await redis.aclose()
 
 
 @dataclass
@@ -91,8 +110,7 @@ class Supervisor:
                 status = status or (1 if exit_code else 0)
                 continue
             if exit_code == EXIT_CANNOT_START and not self.ever_served:
-                log.error("worker process %d could not start; stopping", pid)
-                self._stop(signal.SIGTERM, None)
+                self._stop(signal.SIGTERM, None)  # it printed why, in one line
                 status = 1
                 continue
             log.warning(
