@@ -136,6 +136,7 @@ class Reservation:
     ver: int
     amount: int
     clamp_tokens: int
+    room: int = 0  # quota refusals: what the token/user/period had left
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +191,8 @@ def _reserve_args(req: ReserveRequest, ttls: tuple[int, int]) -> tuple[Any, ...]
 
 
 def _reservation(raw: Any) -> Reservation:
-    return Reservation(_CODES[int(raw[0])], int(raw[1]), int(raw[2]), int(raw[3]))
+    room = int(raw[4]) if len(raw) > 4 else 0
+    return Reservation(_CODES[int(raw[0])], int(raw[1]), int(raw[2]), int(raw[3]), room)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,8 @@
 -- ARGV[9] reservation member prefix "<rid>|<tok>|<user>|<day>|<month>|<instance>",
 -- ARGV[10] its deadline
 --
--- Returns {code, ver, amount, clamp_tokens}. Codes (relaygate.ledger.Code):
+-- Returns {code, ver, amount, clamp_tokens}; a quota refusal (30-33) adds a fifth element,
+-- the room that was left (for the error message). Codes (relaygate.ledger.Code):
 --   0 ok; 1 token hash missing; 2 user hash missing; 3 stale metadata (ver differs);
 --   10 token disabled; 11 token expired; 12 token exhausted; 13 token deleted; 20 user disabled;
 --   30 token quota; 31 user quota; 32 daily quota; 33 monthly quota.
@@ -73,21 +74,21 @@ end
 local amount
 local clamp_tokens = 0
 if ptm == 0 then
-  if room < base then return {reason, ver, 0, 0} end
+  if room < base then return {reason, ver, 0, 0, room} end
   amount = base
 elseif room >= cost(full) then
   amount = cost(full)
 elseif tonumber(ARGV[6]) == 1 then
   local affordable = math.floor((room - base) * 1000000 / ptm)
-  if affordable < 1 then return {reason, ver, 0, 0} end
+  if affordable < 1 then return {reason, ver, 0, 0, room} end
   if affordable > full then affordable = full end
   -- doubles: (room - base) * 1e6 may round up past the room; step back until it fits
   while affordable > 0 and cost(affordable) > room do affordable = affordable - 1 end
-  if affordable < 1 then return {reason, ver, 0, 0} end
+  if affordable < 1 then return {reason, ver, 0, 0, room} end
   clamp_tokens = affordable
   amount = cost(affordable)
 else
-  return {reason, ver, 0, 0}
+  return {reason, ver, 0, 0, room}
 end
 
 if amount > 0 then

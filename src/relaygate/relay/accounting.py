@@ -108,9 +108,25 @@ async def reserve(
                 raise errors.METADATA_UNAVAILABLE
             check_scope(fresh, model, ip)
             meta = fresh
+        elif res.code in QUOTA_CODES:
+            needed = least_needed(base, per_token_micro, full, rt.settings.clamp_max_tokens)
+            raise errors.quota_refusal(_CODE_ERRORS[res.code], needed, res.room)
         else:
             raise _CODE_ERRORS.get(res.code, errors.TOKEN_DISABLED)
     raise errors.METADATA_UNAVAILABLE
+
+
+QUOTA_CODES = frozenset((Code.TOKEN_QUOTA, Code.USER_QUOTA, Code.DAILY_QUOTA, Code.MONTHLY_QUOTA))
+
+
+def least_needed(base: int, per_token_micro: int, full: int, clamp: bool) -> int:
+    """The least reservation the request could have been admitted with (reserve.lua's
+    rule): its base for a per-call price; base plus one output token when the output bound
+    may be lowered to fit (clamp); else base plus its whole output bound."""
+    if per_token_micro == 0:
+        return base
+    tokens = 1 if clamp else full
+    return base + -(-tokens * per_token_micro // 1_000_000)
 
 
 async def _rebuild(coro: Any) -> None:

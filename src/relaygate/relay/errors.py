@@ -77,6 +77,20 @@ DAILY_QUOTA = _e(
 MONTHLY_QUOTA = _e(
     429, "This token's monthly quota is used up.", "insufficient_quota", "monthly_quota_exceeded"
 )
+QUOTA_PER_DOLLAR = 500_000
+
+
+def quota_refusal(base: RelayError, needed: int, left: int) -> RelayError:
+    """A quota 429 that says how much the request needed and how much was left (same
+    status, type and code as ``base``; a new instance, off the hot path)."""
+    left = max(left, 0)
+    message = (
+        f"{base.message.rstrip('.')}: it needs at least {needed} quota "
+        f"(${needed / QUOTA_PER_DOLLAR:.6f}), {left} left (${left / QUOTA_PER_DOLLAR:.6f})."
+    )
+    return RelayError(base.status, message, base.type, base.code)
+
+
 AUTH_RATE_LIMITED = _e(
     429,
     "Too many failed authentications from your address; try again in a minute.",
