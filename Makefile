@@ -87,5 +87,6 @@ fuzz: $(STAMP)
 	RELAYGATE_FUZZ_EXAMPLES=$${RELAYGATE_FUZZ_EXAMPLES:-20000} $(BIN)/python -m tests.services -- $(BIN)/python -m pytest -q tests/fuzz tests/integration/test_relay_fuzz.py tests/integration/test_api_fuzz.py -p no:cacheprovider
 
 clean:
-	-$(BIN)/python -c 'import pathlib; from relaygate.dev.services import stop_local_services; stop_local_services(pathlib.Path(".relaygate"))' 2>/dev/null
+	@# Drops only the database and Redis keys `make dev` created, stops its own servers.
+	-test -x $(BIN)/python && $(BIN)/python -m relaygate.dev.clean
 	rm -rf $(VENV) $(VENV_MIN) .relaygate

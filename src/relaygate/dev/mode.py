@@ -32,13 +32,16 @@ def data_dir() -> pathlib.Path:
 
 def prepare_services(settings: Settings, log: Any = print) -> Settings:
     """Reuse reachable Redis/PostgreSQL or start our own; create the database; migrate."""
+    from relaygate.dev.clean import record
     from relaygate.dev.services import ensure_database, ensure_postgres, ensure_redis
 
     folder = data_dir()
     folder.mkdir(parents=True, exist_ok=True)
     redis_url = ensure_redis(settings.redis_url, folder, log)
     database_url = ensure_postgres(settings.database_url, folder, log)
-    ensure_database(database_url, log)
+    created = ensure_database(database_url, log)
+    # What make clean may drop later: only a database this made (relaygate.dev.clean).
+    record(folder, database_url, created, redis_url, settings.key_prefix)
     return settings.replace(redis_url=redis_url, database_url=database_url)
 
 

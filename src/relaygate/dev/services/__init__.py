@@ -45,13 +45,15 @@ __all__ = [
 ]
 
 
-def ensure_database(url: str, log: Log = print) -> None:
-    """The store layer's create-if-missing, from sync dev code, logged like the starters."""
+def ensure_database(url: str, log: Log = print) -> bool:
+    """The store layer's create-if-missing, from sync dev code, logged like the starters;
+    True when this call created the database."""
     try:
         created = run_async(create_database(url))
     except BootstrapError as exc:
         raise DevStackError(str(exc)) from None
     log(f"postgres: {'created' if created else 'found'} database {database_name(url)}")
+    return bool(created)
 
 
 def stop_local_services(data_dir: pathlib.Path) -> None:
