@@ -87,3 +87,19 @@ async def test_readme_shell_blocks_run_as_written(settings, stack: Stack, tmp_pa
         assert "error" not in answer and answer.get("success", True) is True, answer
     assert any("choices" in a for a in answers)
     assert "Traceback" not in done.stderr
+
+
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def test_relative_links_stay_inside_the_repository():
+    """A fresh clone has every file the README and docs/ link to (no ../shared/ links)."""
+    broken = []
+    for doc in [README, *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in LINK.findall(doc.read_text()):
+            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                continue
+            path = (doc.parent / target.split("#")[0]).resolve()
+            if not path.is_relative_to(ROOT) or not path.exists():
+                broken.append(f"{doc.name}: {target}")
+    assert not broken, broken
