@@ -18,6 +18,7 @@ Nothing without a record is touched.
 
 from __future__ import annotations
 
+import os
 import pathlib
 from typing import Any
 
@@ -29,6 +30,11 @@ from relaygate.dev.services.common import Log, run_async
 from relaygate.store.bootstrap import connect_maintenance, database_name, quote_ident
 
 STATE_FILE = "dev-state.json"
+
+
+def data_dir() -> pathlib.Path:
+    """Where ``make dev`` keeps its servers, credentials and this record."""
+    return pathlib.Path(os.environ.get("RELAYGATE_DATA_DIR", ".relaygate")).resolve()
 
 
 def state_path(data_dir: pathlib.Path) -> pathlib.Path:
@@ -111,7 +117,6 @@ def clean(data_dir: pathlib.Path, log: Log = print) -> None:
 
 
 def main() -> None:
-    from relaygate.dev.mode import data_dir
     from relaygate.dev.services import stop_local_services
 
     folder = data_dir()

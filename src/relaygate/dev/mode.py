@@ -9,14 +9,13 @@ ones. That file exists only for local development; production never stores a key
 
 from __future__ import annotations
 
-import os
-import pathlib
 from typing import Any
 
 import asyncpg
 import orjson
 
 from relaygate.config import Settings
+from relaygate.dev.clean import data_dir, record
 
 DEMO_USER = "root"
 DEMO_CHANNEL = "dev-mock-upstream"
@@ -26,13 +25,8 @@ DEMO_USER_QUOTA = 500_000 * 1000  # $1000
 DEMO_TOKEN_QUOTA = 500_000 * 100  # $100
 
 
-def data_dir() -> pathlib.Path:
-    return pathlib.Path(os.environ.get("RELAYGATE_DATA_DIR", ".relaygate")).resolve()
-
-
 def prepare_services(settings: Settings, log: Any = print) -> Settings:
     """Reuse reachable Redis/PostgreSQL or start our own; create the database; migrate."""
-    from relaygate.dev.clean import record
     from relaygate.dev.services import ensure_database, ensure_postgres, ensure_redis
 
     folder = data_dir()
