@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from relaygate.api import channels, logs, openapi, status, tokens, usage, users
+from relaygate.api import account, channels, logs, openapi, status, tokens, usage, users
 from relaygate.api.routing import Route, RouteTable, install
 
 TABLES: list[RouteTable] = [
@@ -17,6 +17,7 @@ TABLES: list[RouteTable] = [
     openapi.routes,
     usage.routes,
     tokens.routes,
+    account.routes,
     users.routes,
     channels.routes,
     logs.routes,

@@ -10,6 +10,17 @@ SELECT id, username, role, status, "group" FROM users
 WHERE access_token_hash = $1 AND deleted_at IS NULL
 """
 
+USER_AUTH_BY_ID = """
+SELECT id, username, role, status, "group" FROM users WHERE id = $1 AND deleted_at IS NULL
+"""
+
+USER_LOGIN = """
+SELECT id, username, display_name, role, status, "group", password_hash FROM users
+WHERE username = $1 AND deleted_at IS NULL
+"""
+
+USER_PASSWORD_HASH = "SELECT password_hash FROM users WHERE id = $1 AND deleted_at IS NULL"
+
 # --- tokens ----------------------------------------------------------------------------------
 
 TOKEN_COLUMNS = """

@@ -168,7 +168,36 @@ PATHS: dict[str, dict[str, Schema]] = {
             "Last 1000 log rows of the presented sk- key", K, {"type": "array", "items": ref("Log")}
         ),
     },
-    "/api/user/self": {"get": op("The caller's account; quota = live remain", U, ref("User"))},
+    "/api/user/login": {
+        "post": op(
+            "Log in with username and password; sets the HttpOnly session cookie",
+            P,
+            ref("LoginData"),
+            body=obj({"username": STR, "password": STR}, ["username", "password"]),
+            description="429 with success:false after too many attempts per address or user.",
+        )
+    },
+    "/api/user/logout": {"get": op("End the login session and clear its cookie", P)},
+    "/api/user/register": {
+        "post": op(
+            "Register a common user (only when RELAYGATE_REGISTER_ENABLED)",
+            P,
+            body=obj({"username": STR, "password": STR}, ["username", "password"]),
+        )
+    },
+    "/api/user/auth/refresh": {
+        "post": op("Swap the login session for a fresh one", U, ref("LoginData"))
+    },
+    "/api/user/self": {
+        "get": op("The caller's account; quota = live remain", U, ref("User")),
+        "put": op(
+            "Change the caller's username, display name or password (needs original_password)",
+            U,
+            body=obj(
+                {"username": STR, "display_name": STR, "password": STR, "original_password": STR}
+            ),
+        ),
+    },
     "/api/user/token": {
         "get": op("Generate a new access token for the caller (the old one stops working)", U, STR),
     },
