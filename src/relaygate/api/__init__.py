@@ -9,7 +9,19 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from relaygate.api import account, channels, logs, openapi, status, tokens, usage, users
+from relaygate.api import (
+    account,
+    catalog,
+    channels,
+    data,
+    logs,
+    openapi,
+    slashes,
+    status,
+    tokens,
+    usage,
+    users,
+)
 from relaygate.api.routing import Route, RouteTable, install
 
 TABLES: list[RouteTable] = [
@@ -18,9 +30,11 @@ TABLES: list[RouteTable] = [
     usage.routes,
     tokens.routes,
     account.routes,
+    catalog.routes,
     users.routes,
     channels.routes,
     logs.routes,
+    data.routes,
 ]
 
 
@@ -31,3 +45,4 @@ def all_routes() -> list[Route]:
 def add_api_routes(app: web.Application) -> None:
     """Registered by the app factory."""
     install(app, TABLES)
+    app.middlewares.append(slashes.trailing_slash)

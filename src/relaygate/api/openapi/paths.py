@@ -363,3 +363,100 @@ PATHS: dict[str, dict[str, Schema]] = {
         ),
     },
 }
+
+STRS: Schema = {"type": "array", "items": STR}
+ROOT = Level.ROOT
+QUOTA_ROW = obj(
+    {
+        "user_id": INT,
+        "username": STR,
+        "model_name": STR,
+        "created_at": INT,
+        "token_used": INT,
+        "count": INT,
+        "quota": INT,
+    },
+    ["model_name", "created_at", "token_used", "count", "quota"],
+)
+RANGE_PARAMS = [q("start_timestamp", INT), q("end_timestamp", INT)]
+GROUP_TABLE: Schema = {
+    "type": "object",
+    "additionalProperties": obj({"ratio": NUM, "desc": STR}, ["ratio", "desc"]),
+}
+
+PATHS.update(
+    {
+        "/api/user/models": {
+            "get": op(
+                "Models the caller's usable groups serve (?group= narrows to one)",
+                U,
+                STRS,
+                params=[q("group", STR)],
+            )
+        },
+        "/api/user/self/groups": {
+            "get": op("Groups the caller may give a token: {group: {ratio, desc}}", U, GROUP_TABLE)
+        },
+        "/api/user/groups": {"get": op("Groups anyone may pick", P, GROUP_TABLE)},
+        "/api/group/": {"get": op("Every group with a ratio", A, STRS)},
+        "/api/models": {
+            "get": op(
+                "Channel type -> model names (the channel editor's presets)",
+                U,
+                {"type": "object", "additionalProperties": STRS},
+            )
+        },
+        "/api/pricing": {
+            "get": op(
+                "Models with a price that an enabled channel serves, with ratios and groups",
+                P,
+                ok_schema=obj(
+                    {
+                        "success": {"const": True},
+                        "data": {"type": "array", "items": {"type": "object"}},
+                        "group_ratio": {"type": "object"},
+                        "usable_group": GROUP_TABLE,
+                    },
+                    ["success", "data", "group_ratio", "usable_group"],
+                ),
+            )
+        },
+        "/api/channel/models": {
+            "get": op(
+                "Every priced model as an OpenAI model object",
+                A,
+                {"type": "array", "items": obj({"id": STR, "object": STR}, ["id"])},
+            )
+        },
+        "/api/channel/models_enabled": {"get": op("Models an enabled channel serves", A, STRS)},
+        "/api/channel/test": {
+            "get": op("Start testing every enabled channel in the background", A)
+        },
+        "/api/channel/disabled": {
+            "delete": op("Delete every disabled channel; data = how many", A, INT)
+        },
+        "/api/data/self": {
+            "get": op(
+                "The caller's usage per model and hour (at most a month)",
+                U,
+                {"type": "array", "items": QUOTA_ROW},
+                params=RANGE_PARAMS,
+            )
+        },
+        "/api/data/": {
+            "get": op(
+                "Usage per model and hour, everyone's or one user's (at most a month)",
+                A,
+                {"type": "array", "items": QUOTA_ROW},
+                params=[*RANGE_PARAMS, q("username", STR)],
+            )
+        },
+        "/api/option/": {
+            "get": op(
+                "Stored options as [{key, value}] (secrets left out)",
+                ROOT,
+                {"type": "array", "items": obj({"key": STR, "value": STR}, ["key", "value"])},
+            )
+        },
+    }
+)
