@@ -19,6 +19,7 @@ from relaygate.api import (
     slashes,
     status,
     tokens,
+    unsupported,
     usage,
     users,
 )
@@ -26,6 +27,7 @@ from relaygate.api.routing import Route, RouteTable, install
 
 TABLES: list[RouteTable] = [
     status.routes,
+    unsupported.routes,
     openapi.routes,
     usage.routes,
     tokens.routes,

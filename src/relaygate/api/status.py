@@ -93,3 +93,26 @@ async def status(ctx: Ctx) -> web.StreamResponse:
             "checkin_enabled": False,
         }
     )
+
+
+@routes.route("GET", "/api/setup", Level.PUBLIC)
+async def setup(ctx: Ctx) -> web.StreamResponse:
+    """New API's console asks at start whether the instance is set up: always, here (the
+    first root user comes from ``relaygate admin create-user``, not from the browser)."""
+    return ok({"status": True, "root_init": True, "database_type": "PostgreSQL"})
+
+
+async def _empty_content(ctx: Ctx) -> web.StreamResponse:
+    """Notice, about page and home page content: New API answers ``""`` when none is set,
+    and relaygate has none."""
+    return ok("")
+
+
+for _path in ("/api/notice", "/api/about", "/api/home_page_content"):
+    routes.route("GET", _path, Level.PUBLIC)(_empty_content)
+
+
+@routes.route("GET", "/api/uptime/status", Level.PUBLIC)
+async def uptime_status(ctx: Ctx) -> web.StreamResponse:
+    """No Uptime Kuma integration: no status groups."""
+    return ok([])

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 from relaygate.api.auth import Level
 from relaygate.api.openapi.blocks import (
     ADMIN_LOG_FILTERS,
+    BOOL,
     ID_PARAM,
     INT,
     LOG_FILTERS,
@@ -19,6 +22,7 @@ from relaygate.api.openapi.blocks import (
     ref,
     success,
 )
+from relaygate.api.unsupported import UNSUPPORTED
 
 AUTH: list[dict[str, list[str]]] = [{"accessToken": [], "newApiUser": []}]
 KEY_AUTH: list[dict[str, list[str]]] = [{"skKey": []}]
@@ -460,3 +464,25 @@ PATHS.update(
         },
     }
 )
+
+PATHS["/api/setup"] = {
+    "get": op(
+        "Whether the instance is set up (always)",
+        P,
+        obj({"status": BOOL, "root_init": BOOL, "database_type": STR}),
+    )
+}
+for _content in ("/api/notice", "/api/about", "/api/home_page_content"):
+    PATHS[_content] = {"get": op("Console content (none: an empty string)", P, STR)}
+PATHS["/api/uptime/status"] = {"get": op("Uptime Kuma status groups (none)", P, {"type": "array"})}
+for _method, _path, _level, _reason in UNSUPPORTED:
+    _params = [
+        {"name": n, "in": "path", "required": True, "schema": STR}
+        for n in re.findall(r"\{(\w+)\}", _path)
+    ]
+    PATHS.setdefault(_path, {})[_method.lower()] = op(
+        "Not supported by relaygate (answers success: false)",
+        _level,
+        params=_params or None,
+        description=_reason,
+    )
