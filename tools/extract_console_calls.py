@@ -18,6 +18,7 @@ import sys
 
 CALL = re.compile(r"API\.(get|post|put|delete|patch)\(\s*")
 LITERAL = re.compile(r"(`(?:[^`\\]|\\.)*`|'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")")
+CONDITIONAL = re.compile(r"\$\{[^}]*\?.*$")
 IDENT = re.compile(r"[A-Za-z_$][\w$]*")
 
 
@@ -61,6 +62,8 @@ def main(repo: str, commit: str, root: str = "web/classic/src") -> None:
         for method, url in calls(text):
             if not url.startswith("/api/"):
                 continue
+            # a conditional part such as ${locale ? `?locale=${locale}` : ''}: optional
+            url = CONDITIONAL.sub("", url)
             path_part, _, query = url.partition("?")
             entries.setdefault((method, path_part), {"query": query, "source": path})
     out = [

@@ -53,6 +53,7 @@ UNSUPPORTED: list[tuple[str, str, Level, str]] = [
     ("POST", "/api/channel/batch/tag", A, CHANNEL_OPS),
     ("POST", "/api/channel/copy/{id}", A, CHANNEL_OPS),
     ("POST", "/api/channel/fetch_models", A, CHANNEL_OPS),
+    ("GET", "/api/channel/fetch_models", A, CHANNEL_OPS),
     ("GET", "/api/channel/fetch_models/", A, CHANNEL_OPS),
     ("GET", "/api/channel/fetch_models/{id}", A, CHANNEL_OPS),
     ("POST", "/api/channel/fix", A, CHANNEL_OPS),
