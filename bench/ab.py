@@ -66,9 +66,20 @@ def main() -> None:
                 targets: dict[str, tuple[str, c.Proc]] = {}
                 for mode in MODES:
                     port = c.free_port()
-                    p = c.Proc(f"ab-naive-{mode}", c.pinned(RELAY_CPU, [
-                        sys.executable, str(c.BENCH / "naive_relay.py"), "--port", str(port),
-                        "--upstream", upstream[mode]])).start()  # fmt: skip
+                    p = c.Proc(
+                        f"ab-naive-{mode}",
+                        c.pinned(
+                            RELAY_CPU,
+                            [
+                                sys.executable,
+                                str(c.BENCH / "naive_relay.py"),
+                                "--port",
+                                str(port),
+                                "--upstream",
+                                upstream[mode],
+                            ],
+                        ),
+                    ).start()
                     procs.append(p)
                     c.wait_http(f"http://127.0.0.1:{port}/", p)
                     targets[f"naive|{mode}"] = (f"http://127.0.0.1:{port}{PATH}", p)
@@ -99,8 +110,14 @@ def main() -> None:
                             if not name.endswith("|" + mode):
                                 continue
                             u0, s0 = user_sys(p.pid)
-                            r = c.run_wrk(url, bodies[mode], seed.keys, connections=CONNS,
-                                          duration=DURATION, cpu_pids=[p.pid])  # fmt: skip
+                            r = c.run_wrk(
+                                url,
+                                bodies[mode],
+                                seed.keys,
+                                connections=CONNS,
+                                duration=DURATION,
+                                cpu_pids=[p.pid],
+                            )
                             u1, s1 = user_sys(p.pid)
                             sys_share[name].append((s1 - s0) / max(1e-9, (u1 - u0) + (s1 - s0)))
                             if r.errors:
@@ -125,9 +142,11 @@ def main() -> None:
                 )
                 for name in targets:
                     r_med = statistics.median(ratio[name]) if ratio[name] else 1.0
-                    print(f"{name:18s} {statistics.median(rps[name]):8,.0f} "
-                          f"{statistics.median(cpu[name]):11.0f} {r_med:6.2f} "
-                          f"{100 * statistics.median(sys_share[name]):5.0f}")  # fmt: skip
+                    print(
+                        f"{name:18s} {statistics.median(rps[name]):8,.0f} "
+                        f"{statistics.median(cpu[name]):11.0f} {r_med:6.2f} "
+                        f"{100 * statistics.median(sys_share[name]):5.0f}"
+                    )
             finally:
                 for p in reversed(procs):
                     p.stop()

@@ -315,9 +315,18 @@ def run_wrk(
     threads = max(1, min(threads, connections))
     args = pinned(
         cpus,
-        [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--timeout", "10s",
-         "-s", str(BENCH / "wrk_post.lua"), url],
-    )  # fmt: skip
+        [
+            wrk,
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{duration:g}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(BENCH / "wrk_post.lua"),
+            url,
+        ],
+    )
     groups = cpu_groups or {}
     group_before = {k: cpu_seconds(v) for k, v in groups.items()}
     machine_before = machine_cpu_seconds()
@@ -385,14 +394,39 @@ class Seed:
 def seed_cli(mock_base: str, n_tokens: int = 8) -> Seed:
     """A user, a non-stream and a stream channel on the nginx mock, and n big tokens."""
     user = admin("create-user", "--username", "bench", "--quota", str(BIG_QUOTA))
-    admin("create-channel", "--name", "nginx-ns", "--base-url", mock_base, "--key", "sk-upstream",
-          "--models", NS_MODEL)  # fmt: skip
-    admin("create-channel", "--name", "nginx-stream", "--base-url", f"{mock_base}/stream",
-          "--key", "sk-upstream", "--models", STREAM_MODEL)  # fmt: skip
+    admin(
+        "create-channel",
+        "--name",
+        "nginx-ns",
+        "--base-url",
+        mock_base,
+        "--key",
+        "sk-upstream",
+        "--models",
+        NS_MODEL,
+    )
+    admin(
+        "create-channel",
+        "--name",
+        "nginx-stream",
+        "--base-url",
+        f"{mock_base}/stream",
+        "--key",
+        "sk-upstream",
+        "--models",
+        STREAM_MODEL,
+    )
     keys = []
     for i in range(n_tokens):
-        tok = admin("create-token", "--user-id", str(user["id"]), "--name", f"bench-{i}",
-                    "--remain-quota", str(BIG_QUOTA))  # fmt: skip
+        tok = admin(
+            "create-token",
+            "--user-id",
+            str(user["id"]),
+            "--name",
+            f"bench-{i}",
+            "--remain-quota",
+            str(BIG_QUOTA),
+        )
         keys.append(tok["key"])
     return Seed(user_id=int(user["id"]), keys=keys)
 

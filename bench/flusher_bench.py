@@ -44,9 +44,15 @@ def push_events(r: redis.Redis, tokens: list[tuple[int, int]]) -> int:
 
     keys = KeyScheme(c.PREFIX, SHARDS)
     other = orjson.dumps(
-        {"model_ratio": 0.075, "completion_ratio": 4.0, "group_ratio": 1.0, "model_price": -1,
-         "estimated": False, "reserved": 1234}
-    ).decode()  # fmt: skip
+        {
+            "model_ratio": 0.075,
+            "completion_ratio": 4.0,
+            "group_ratio": 1.0,
+            "model_price": -1,
+            "estimated": False,
+            "reserved": 1234,
+        }
+    ).decode()
     now = int(time.time())
     total = 0
     pipe = r.pipeline(transaction=False)
@@ -55,11 +61,22 @@ def push_events(r: redis.Redis, tokens: list[tuple[int, int]]) -> int:
         quota = 30 + i % 7
         total += quota
         event = {
-            "rid": f"{time.time_ns():016x}{i:08x}", "ts": now, "user": uid, "token": tid,
-            "tname": f"bench-{tid}", "uname": f"user{uid}", "model": "gpt-4o-mini", "chan": 1,
-            "group": "default", "pt": 10, "ct": 20, "stream": i & 1, "lat": 3, "ip": "127.0.0.1",
+            "rid": f"{time.time_ns():016x}{i:08x}",
+            "ts": now,
+            "user": uid,
+            "token": tid,
+            "tname": f"bench-{tid}",
+            "uname": f"user{uid}",
+            "model": "gpt-4o-mini",
+            "chan": 1,
+            "group": "default",
+            "pt": 10,
+            "ct": 20,
+            "stream": i & 1,
+            "lat": 3,
+            "ip": "127.0.0.1",
             "other": other,
-        }  # fmt: skip
+        }
         pipe.xadd(keys.stream_of_user(uid), {"quota": quota, "event": events.encode(event)})
         if len(pipe) >= 2000:
             pipe.execute()
@@ -94,10 +111,22 @@ def main() -> None:
             spy = None
             if os.environ.get("BENCH_FLUSH_PROFILE") == "1":  # py-spy the first worker
                 spy = subprocess.Popen(
-                    [str(c.BIN / "py-spy"), "record", "--pid", str(procs[0].pid), "--rate", "200", "--nonblocking",
-                     "--format", "raw", "-o", str(c.RESULTS / "profile-flusher.txt")],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                )  # fmt: skip
+                    [
+                        str(c.BIN / "py-spy"),
+                        "record",
+                        "--pid",
+                        str(procs[0].pid),
+                        "--rate",
+                        "200",
+                        "--nonblocking",
+                        "--format",
+                        "raw",
+                        "-o",
+                        str(c.RESULTS / "profile-flusher.txt"),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
             first = None
             landed = 0
             deadline = time.monotonic() + 600
@@ -133,11 +162,19 @@ def main() -> None:
             print(f"target >= {TARGET:,} events/s: {'met' if steady >= TARGET else 'MISSED'}")
             path = c.write_json(
                 "flusher",
-                {"events": EVENTS, "landed": landed, "wall_s": wall, "events_per_s": rate,
-                 "steady_events_per_s": steady, "workers": WORKERS, "duplicates": dup,
-                 "used_quota": used, "expected_quota": total_quota,
-                 "cpu_us_per_event": cpu * 1e6 / max(landed, 1)},
-            )  # fmt: skip
+                {
+                    "events": EVENTS,
+                    "landed": landed,
+                    "wall_s": wall,
+                    "events_per_s": rate,
+                    "steady_events_per_s": steady,
+                    "workers": WORKERS,
+                    "duplicates": dup,
+                    "used_quota": used,
+                    "expected_quota": total_quota,
+                    "cpu_us_per_event": cpu * 1e6 / max(landed, 1),
+                },
+            )
             print(f"JSON: {path.relative_to(c.ROOT)}")
         finally:
             for p in procs:

@@ -60,9 +60,12 @@ class RelayUser(FastHttpUser):
     def chat(self) -> None:
         model = random.choice(NS_MODELS)
         with self.client.post(
-            PATH, data=_body(model, False), headers=_auth(random.choice(KEYS)),
-            name=f"chat {model}", catch_response=True,
-        ) as resp:  # fmt: skip
+            PATH,
+            data=_body(model, False),
+            headers=_auth(random.choice(KEYS)),
+            name=f"chat {model}",
+            catch_response=True,
+        ) as resp:
             if resp.status_code != 200:
                 resp.failure(f"status {resp.status_code}: {resp.text[:200]}")
             elif b'"usage"' not in (resp.content or b""):
@@ -72,9 +75,12 @@ class RelayUser(FastHttpUser):
     def chat_stream(self) -> None:
         model = random.choice(STREAM_MODELS)
         with self.client.post(
-            PATH, data=_body(model, True), headers=_auth(random.choice(KEYS)),
-            name=f"stream {model}", catch_response=True,
-        ) as resp:  # fmt: skip
+            PATH,
+            data=_body(model, True),
+            headers=_auth(random.choice(KEYS)),
+            name=f"stream {model}",
+            catch_response=True,
+        ) as resp:
             content = resp.content or b""
             if resp.status_code != 200:
                 resp.failure(f"status {resp.status_code}: {content[:200]!r}")
@@ -88,9 +94,12 @@ class RelayUser(FastHttpUser):
     @task(1)
     def bad_key(self) -> None:
         with self.client.post(
-            PATH, data=_body("gpt-4o-mini", False), headers=_auth("sk-" + "x" * 48),
-            name="refused: bad key (401)", catch_response=True,
-        ) as resp:  # fmt: skip
+            PATH,
+            data=_body("gpt-4o-mini", False),
+            headers=_auth("sk-" + "x" * 48),
+            name="refused: bad key (401)",
+            catch_response=True,
+        ) as resp:
             if resp.status_code == 401 and b'"error"' in (resp.content or b""):
                 resp.success()
             else:
@@ -99,9 +108,12 @@ class RelayUser(FastHttpUser):
     @task(1)
     def exhausted(self) -> None:
         with self.client.post(
-            PATH, data=_body("gpt-4o-mini", False), headers=_auth(random.choice(EXHAUSTED)),
-            name="refused: exhausted quota (429)", catch_response=True,
-        ) as resp:  # fmt: skip
+            PATH,
+            data=_body("gpt-4o-mini", False),
+            headers=_auth(random.choice(EXHAUSTED)),
+            name="refused: exhausted quota (429)",
+            catch_response=True,
+        ) as resp:
             if resp.status_code == 429 and b"insufficient_quota" in (resp.content or b""):
                 resp.success()
             else:

@@ -58,9 +58,17 @@ async def create_tokens() -> list[str]:
         await conn.copy_records_to_table(
             "tokens",
             records=records,
-            columns=["user_id", "key_hash", "key_mask", "name", "quota_limit",
-                     "model_limits_enabled", "model_limits", "allow_ips"],
-        )  # fmt: skip
+            columns=[
+                "user_id",
+                "key_hash",
+                "key_mask",
+                "name",
+                "quota_limit",
+                "model_limits_enabled",
+                "model_limits",
+                "allow_ips",
+            ],
+        )
         return keys
     finally:
         await conn.close()
@@ -115,8 +123,16 @@ def main() -> None:
             print(
                 f"target < {TARGET_MB} MB RSS: {'met' if after < TARGET_MB and again < TARGET_MB else 'MISSED'}"
             )
-            c.write_json("memory", {"tokens": ok, "refused": bad, "rss_start_mb": before, "rss_cached_mb": after,
-                                    "rss_after_hits_mb": again})  # fmt: skip
+            c.write_json(
+                "memory",
+                {
+                    "tokens": ok,
+                    "refused": bad,
+                    "rss_start_mb": before,
+                    "rss_cached_mb": after,
+                    "rss_after_hits_mb": again,
+                },
+            )
         finally:
             for p in procs:
                 p.stop()

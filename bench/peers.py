@@ -134,8 +134,11 @@ def main() -> None:
                 ).start()
             )
             rport = c.free_port()
-            relay = c.Proc("peers-relay", c.pinned("1", [c.RELAYGATE, "serve", "--port", str(rport)]),
-                           c.relay_env()).start()  # fmt: skip
+            relay = c.Proc(
+                "peers-relay",
+                c.pinned("1", [c.RELAYGATE, "serve", "--port", str(rport)]),
+                c.relay_env(),
+            ).start()
             procs.append(relay)
             c.wait_http(f"http://127.0.0.1:{rport}/healthz", relay)
             targets: dict[str, tuple[str, c.Proc, list[str]]] = {
@@ -143,15 +146,32 @@ def main() -> None:
             }
             if exe is not None:
                 lport = c.free_port()
-                env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_LOG="ERROR",
-                           LITELLM_TELEMETRY="False", DISABLE_ADMIN_UI="True")  # fmt: skip
+                env = dict(
+                    os.environ,
+                    LITELLM_LOCAL_MODEL_COST_MAP="True",
+                    LITELLM_LOG="ERROR",
+                    LITELLM_TELEMETRY="False",
+                    DISABLE_ADMIN_UI="True",
+                )
                 env.pop("DATABASE_URL", None)
                 lite = c.Proc(
                     "peers-litellm",
-                    c.pinned("1", [str(exe), "--config", str(litellm_config(mock)), "--host", "127.0.0.1",
-                                   "--port", str(lport), "--num_workers", "1"]),
+                    c.pinned(
+                        "1",
+                        [
+                            str(exe),
+                            "--config",
+                            str(litellm_config(mock)),
+                            "--host",
+                            "127.0.0.1",
+                            "--port",
+                            str(lport),
+                            "--num_workers",
+                            "1",
+                        ],
+                    ),
                     env,
-                ).start()  # fmt: skip
+                ).start()
                 procs.append(lite)
                 try:
                     c.wait_http(f"http://127.0.0.1:{lport}/health/liveliness", lite, timeout=180)
@@ -172,8 +192,16 @@ def main() -> None:
                     with paused(others):
                         for _ in range(REPS):
                             pids = c.process_tree(proc.pid)
-                            runs.append(c.run_wrk(url, bodies[mode], keys, connections=CONNS,
-                                                  duration=DURATION, cpu_pids=pids))  # fmt: skip
+                            runs.append(
+                                c.run_wrk(
+                                    url,
+                                    bodies[mode],
+                                    keys,
+                                    connections=CONNS,
+                                    duration=DURATION,
+                                    cpu_pids=pids,
+                                )
+                            )
                             c.log(
                                 f"{name} {mode}: {runs[-1].rps:,.0f} req/s errors {runs[-1].errors}"
                             )
@@ -194,8 +222,10 @@ def main() -> None:
 
 def print_table(res: dict[str, Any]) -> None:
     lite = res.get("litellm", {})
-    print(f"\nrelaygate vs LiteLLM proxy — wrk -c{CONNS}, {DURATION:g} s runs, median of {REPS}, "
-          "each one process pinned to CPU 1, nginx mock")  # fmt: skip
+    print(
+        f"\nrelaygate vs LiteLLM proxy — wrk -c{CONNS}, {DURATION:g} s runs, median of {REPS}, "
+        "each one process pinned to CPU 1, nginx mock"
+    )
     print("\n| proxy | mode | req/s | p50 ms | p99 ms | CPU µs/req | relaygate / this |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for mode in ("non-stream", "stream"):
@@ -207,8 +237,10 @@ def print_table(res: dict[str, Any]) -> None:
             label = name if name == "relaygate" else f"LiteLLM proxy {lite.get('version', '')}"
             ratio = f"{ours['rps'] / row['rps']:.1f}x" if ours and row["rps"] else "-"
             err = f" ({row['errors']} errors)" if row["errors"] else ""
-            print(f"| {label} | {mode} | {row['rps']:,.0f}{err} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} "
-                  f"| {c.fmt(row['cpu_us'])} | {ratio} |")  # fmt: skip
+            print(
+                f"| {label} | {mode} | {row['rps']:,.0f}{err} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} "
+                f"| {c.fmt(row['cpu_us'])} | {ratio} |"
+            )
     if "non-stream" not in lite:
         print(f"\nLiteLLM not measured: {lite.get('status')}")
     else:

@@ -69,8 +69,11 @@ def main() -> None:
                 c.Proc("flusher", c.pinned("0", [c.RELAYGATE, "worker"]), c.relay_env()).start()
             )
             rport = c.free_port()
-            relay = c.Proc("relay-profile", c.pinned("1", [c.RELAYGATE, "serve", "--port", str(rport)]),
-                           c.relay_env()).start()  # fmt: skip
+            relay = c.Proc(
+                "relay-profile",
+                c.pinned("1", [c.RELAYGATE, "serve", "--port", str(rport)]),
+                c.relay_env(),
+            ).start()
             procs.append(relay)
             c.wait_http(f"http://127.0.0.1:{rport}/healthz", relay)
             url = f"http://127.0.0.1:{rport}/v1/chat/completions"
@@ -80,14 +83,36 @@ def main() -> None:
                 )
                 c.run_wrk(url, body, seed.keys, duration=2)  # warm-up
                 base = str(c.RESULTS / (f"profile-{mode}" + ("" if CONNS == 64 else f"-c{CONNS}")))
-                rec = [spy, "record", "--pid", str(relay.pid), "--rate", "250", "--nonblocking",
-                       "--duration", str(int(SECONDS))]  # fmt: skip
-                svg = subprocess.Popen([*rec, "--format", "flamegraph", "-o", base + ".svg"],
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-                raw = subprocess.Popen([*rec, "--format", "raw", "-o", base + ".txt"],
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-                r = c.run_wrk(url, body, seed.keys, connections=CONNS, threads=min(2, CONNS), duration=SECONDS,
-                              cpu_pids=[relay.pid])  # fmt: skip
+                rec = [
+                    spy,
+                    "record",
+                    "--pid",
+                    str(relay.pid),
+                    "--rate",
+                    "250",
+                    "--nonblocking",
+                    "--duration",
+                    str(int(SECONDS)),
+                ]
+                svg = subprocess.Popen(
+                    [*rec, "--format", "flamegraph", "-o", base + ".svg"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                raw = subprocess.Popen(
+                    [*rec, "--format", "raw", "-o", base + ".txt"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                r = c.run_wrk(
+                    url,
+                    body,
+                    seed.keys,
+                    connections=CONNS,
+                    threads=min(2, CONNS),
+                    duration=SECONDS,
+                    cpu_pids=[relay.pid],
+                )
                 svg.wait()
                 raw.wait()
                 c.log(

@@ -71,8 +71,10 @@ def main() -> None:
     with c.nginx_mock(mock_port, cpus=LOADGEN_CPU, workers=1) as mock:
         upstream = {"non-stream": mock, "stream": f"{mock}/stream"}
         c.log(f"mock upstream: nginx (Debian nginx-light, 1 worker, CPU {LOADGEN_CPU}) at {mock}")
-        print(f"mock upstream: nginx {subprocess.run(['nginx', '-v'], capture_output=True, text=True).stderr.strip()}"
-              f" at {mock} (non-stream) and {mock}/stream (SSE), 1 worker pinned to CPU {LOADGEN_CPU}")  # fmt: skip
+        print(
+            f"mock upstream: nginx {subprocess.run(['nginx', '-v'], capture_output=True, text=True).stderr.strip()}"
+            f" at {mock} (non-stream) and {mock}/stream (SSE), 1 worker pinned to CPU {LOADGEN_CPU}"
+        )
 
         # 1. The mock alone, so we know it is far faster than what sits in front of it.
         direct: dict[str, Any] = {}
@@ -103,21 +105,36 @@ def main() -> None:
                     port = c.free_port()
                     p = c.Proc(
                         f"naive-{mode}",
-                        c.pinned(RELAY_CPU, [sys.executable, str(c.BENCH / "naive_relay.py"),
-                                             "--port", str(port), "--upstream", upstream[mode]]),
-                    ).start()  # fmt: skip
+                        c.pinned(
+                            RELAY_CPU,
+                            [
+                                sys.executable,
+                                str(c.BENCH / "naive_relay.py"),
+                                "--port",
+                                str(port),
+                                "--upstream",
+                                upstream[mode],
+                            ],
+                        ),
+                    ).start()
                     p.port = port  # type: ignore[attr-defined]
                     procs.append(p)
                     naive[mode] = p
                 rport = c.free_port()
-                relay1 = c.Proc("relay-pinned", c.pinned(RELAY_CPU, [c.RELAYGATE, "serve", "--port", str(rport)]),
-                                c.relay_env()).start()  # fmt: skip
+                relay1 = c.Proc(
+                    "relay-pinned",
+                    c.pinned(RELAY_CPU, [c.RELAYGATE, "serve", "--port", str(rport)]),
+                    c.relay_env(),
+                ).start()
                 procs.append(relay1)
                 relay2 = None
                 if not SKIP_W2:
                     rport2 = c.free_port()
-                    relay2 = c.Proc("relay-workers2", [c.RELAYGATE, "serve", "--workers", "2", "--port", str(rport2)],
-                                    c.relay_env()).start()  # fmt: skip
+                    relay2 = c.Proc(
+                        "relay-workers2",
+                        [c.RELAYGATE, "serve", "--workers", "2", "--port", str(rport2)],
+                        c.relay_env(),
+                    ).start()
                     procs.append(relay2)
                 for p in naive.values():
                     c.wait_http(f"http://127.0.0.1:{p.port}/", p)  # type: ignore[attr-defined]
@@ -189,19 +206,38 @@ def main() -> None:
                         threads=1,
                         duration=C1_DURATION,
                     )
-                    r = c.run_wrk(targets[f"relay1|{mode}"][0], bodies[mode], seed.keys, connections=1, threads=1,
-                                  duration=C1_DURATION, overhead=True)  # fmt: skip
-                    n = c.run_wrk(targets[f"naive|{mode}"][0], bodies[mode], seed.keys, connections=1, threads=1,
-                                  duration=C1_DURATION)  # fmt: skip
+                    r = c.run_wrk(
+                        targets[f"relay1|{mode}"][0],
+                        bodies[mode],
+                        seed.keys,
+                        connections=1,
+                        threads=1,
+                        duration=C1_DURATION,
+                        overhead=True,
+                    )
+                    n = c.run_wrk(
+                        targets[f"naive|{mode}"][0],
+                        bodies[mode],
+                        seed.keys,
+                        connections=1,
+                        threads=1,
+                        duration=C1_DURATION,
+                    )
                     c1[mode] = {
-                        "direct_p50_ms": d.p50_ms, "direct_p99_ms": d.p99_ms,
-                        "relay_p50_ms": r.p50_ms, "relay_p99_ms": r.p99_ms,
-                        "naive_p50_ms": n.p50_ms, "naive_p99_ms": n.p99_ms,
-                        "added_p50_ms": r.p50_ms - d.p50_ms, "added_p99_ms": r.p99_ms - d.p99_ms,
-                        "naive_added_p50_ms": n.p50_ms - d.p50_ms, "naive_added_p99_ms": n.p99_ms - d.p99_ms,
-                        "overhead_header_p50_ms": r.overhead_p50_ms, "overhead_header_p99_ms": r.overhead_p99_ms,
+                        "direct_p50_ms": d.p50_ms,
+                        "direct_p99_ms": d.p99_ms,
+                        "relay_p50_ms": r.p50_ms,
+                        "relay_p99_ms": r.p99_ms,
+                        "naive_p50_ms": n.p50_ms,
+                        "naive_p99_ms": n.p99_ms,
+                        "added_p50_ms": r.p50_ms - d.p50_ms,
+                        "added_p99_ms": r.p99_ms - d.p99_ms,
+                        "naive_added_p50_ms": n.p50_ms - d.p50_ms,
+                        "naive_added_p99_ms": n.p99_ms - d.p99_ms,
+                        "overhead_header_p50_ms": r.overhead_p50_ms,
+                        "overhead_header_p99_ms": r.overhead_p99_ms,
                         "errors": r.errors + d.errors + n.errors,
-                    }  # fmt: skip
+                    }
                     c.log(
                         f"c1 {mode}: direct p50 {d.p50_ms:.3f} relay p50 {r.p50_ms:.3f} naive p50 {n.p50_ms:.3f}"
                     )
@@ -238,8 +274,10 @@ def wait_flushed(timeout: float = 60) -> dict[str, int]:
     ).stdout.strip()
     used = subprocess.run(
         ["psql", c.DATABASE_URL, "-tAc", "SELECT coalesce(sum(used_quota),0) FROM tokens"],
-        capture_output=True, text=True, check=False,
-    ).stdout.strip()  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
     c.log(f"flusher: {rows} usage rows in PostgreSQL, backlog {backlog}")
     return {"rows": int(rows or 0), "backlog": backlog, "tokens_used_quota": int(used or 0)}
 

@@ -38,12 +38,32 @@ def locust_bin() -> str:
 
 
 def provision(mock: str) -> dict[str, list[str]]:
-    c.admin("create-channel", "--name", "nginx-ns", "--base-url", mock, "--key", "sk-upstream",
-            "--models", "gpt-4o-mini,gpt-3.5-turbo")  # fmt: skip
-    c.admin("create-channel", "--name", "nginx-stream", "--base-url", f"{mock}/stream",
-            "--key", "sk-upstream", "--models", "gpt-4o,gpt-4o-2024-08-06")  # fmt: skip
-    users = [c.admin("create-user", "--username", f"locust{i}", "--quota", str(c.BIG_QUOTA))["id"]
-             for i in range(N_USERS)]  # fmt: skip
+    c.admin(
+        "create-channel",
+        "--name",
+        "nginx-ns",
+        "--base-url",
+        mock,
+        "--key",
+        "sk-upstream",
+        "--models",
+        "gpt-4o-mini,gpt-3.5-turbo",
+    )
+    c.admin(
+        "create-channel",
+        "--name",
+        "nginx-stream",
+        "--base-url",
+        f"{mock}/stream",
+        "--key",
+        "sk-upstream",
+        "--models",
+        "gpt-4o,gpt-4o-2024-08-06",
+    )
+    users = [
+        c.admin("create-user", "--username", f"locust{i}", "--quota", str(c.BIG_QUOTA))["id"]
+        for i in range(N_USERS)
+    ]
     jobs = []
     for uid in users:
         for t in range(TOKENS_PER_USER):
@@ -90,16 +110,32 @@ def main() -> None:
             tokens_file.write_text(json.dumps(tokens))
             procs.append(c.Proc("locust-flusher", [c.RELAYGATE, "worker"], c.relay_env()).start())
             rport = c.free_port()
-            relay = c.Proc("locust-relay", [c.RELAYGATE, "serve", "--workers", "2", "--port", str(rport)],
-                           c.relay_env()).start()  # fmt: skip
+            relay = c.Proc(
+                "locust-relay",
+                [c.RELAYGATE, "serve", "--workers", "2", "--port", str(rport)],
+                c.relay_env(),
+            ).start()
             procs.append(relay)
             c.wait_http(f"http://127.0.0.1:{rport}/healthz", relay)
             args = [
-                locust, "-f", str(c.BENCH / "locustfile.py"), "--headless", "-u", str(USERS),
-                "-r", str(USERS), "-t", RUN_TIME, "--host", f"http://127.0.0.1:{rport}",
-                "--csv", str(c.RESULTS / "locust"), "--html", str(c.RESULTS / "locust.html"),
+                locust,
+                "-f",
+                str(c.BENCH / "locustfile.py"),
+                "--headless",
+                "-u",
+                str(USERS),
+                "-r",
+                str(USERS),
+                "-t",
+                RUN_TIME,
+                "--host",
+                f"http://127.0.0.1:{rport}",
+                "--csv",
+                str(c.RESULTS / "locust"),
+                "--html",
+                str(c.RESULTS / "locust.html"),
                 "--only-summary",
-            ]  # fmt: skip
+            ]
             c.log(" ".join(args[1:]))
             env = dict(os.environ, LOCUST_TOKENS_FILE=str(tokens_file))
             proc = subprocess.run(

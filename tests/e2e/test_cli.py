@@ -88,9 +88,10 @@ async def test_two_workers_share_a_port_and_sigterm_drains(env, stack):
 
         async def one(i: int) -> int:
             async with s.post(
-                f"{relay.url}/v1/chat/completions", json=body,
+                f"{relay.url}/v1/chat/completions",
+                json=body,
                 headers={"Authorization": f"Bearer {seeded.keys[i % 2]}"},
-            ) as r:  # fmt: skip
+            ) as r:
                 await r.read()
                 return r.status
 

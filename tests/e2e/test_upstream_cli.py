@@ -20,10 +20,18 @@ def _run(settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
 def _create(settings, base_url: str, allow: str) -> subprocess.CompletedProcess[str]:
     return _run(
         settings,
-        "admin", "create-channel", "--name", "c", "--base-url", base_url, "--key", "k" * 20,
-        "--models", "gpt-4o-mini",
+        "admin",
+        "create-channel",
+        "--name",
+        "c",
+        "--base-url",
+        base_url,
+        "--key",
+        "k" * 20,
+        "--models",
+        "gpt-4o-mini",
         RELAYGATE_ALLOW_LOOPBACK_UPSTREAMS=allow,
-    )  # fmt: skip
+    )
 
 
 async def test_create_channel_refuses_loopback_by_default_and_metadata_always(settings, env):

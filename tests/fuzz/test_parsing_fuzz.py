@@ -53,18 +53,30 @@ JSON = st.recursive(
     | st.integers(min_value=-(2**70), max_value=2**70)
     | st.floats(allow_nan=True, allow_infinity=True)
     | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(
-        st.sampled_from(
-            ["model", "max_tokens", "max_completion_tokens", "n", "stream", "messages",
-             "generationConfig", "maxOutputTokens", "candidateCount", "x"]
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "model",
+                    "max_tokens",
+                    "max_completion_tokens",
+                    "n",
+                    "stream",
+                    "messages",
+                    "generationConfig",
+                    "maxOutputTokens",
+                    "candidateCount",
+                    "x",
+                ]
+            )
+            | st.text(max_size=8),
+            inner,
+            max_size=6,
         )
-        | st.text(max_size=8),
-        inner,
-        max_size=6,
     ),
     max_leaves=20,
-)  # fmt: skip
+)
 # make_mocked_request encodes headers strictly; surrogate escapes are fed to the key
 # functions directly (and reach a real server in tests/integration/test_security_edge.py).
 MOCKABLE_TEXT = HEADER_TEXT.filter(lambda t: not any(0xD800 <= ord(c) <= 0xDFFF for c in t))
@@ -144,16 +156,22 @@ def test_bodies_and_output_bounds_answer_or_refuse(raw: bytes) -> None:
         st.one_of(
             st.binary(max_size=60),
             st.sampled_from(
-                [b"data: [DONE]\n\n", b"data: {\"usage\":{\"prompt_tokens\":1e400}}\n\n",
-                 b"event: message_stop\ndata: {}\n\n", b"data: {\"usage\":null}\r\n\r\n",
-                 b"data: {\"choices\":[{\"delta\":{\"content\":\"[DONE]\"}}]}\n\n", b"\n", b"\r"]
+                [
+                    b"data: [DONE]\n\n",
+                    b'data: {"usage":{"prompt_tokens":1e400}}\n\n',
+                    b"event: message_stop\ndata: {}\n\n",
+                    b'data: {"usage":null}\r\n\r\n',
+                    b'data: {"choices":[{"delta":{"content":"[DONE]"}}]}\n\n',
+                    b"\n",
+                    b"\r",
+                ]
             ),
         ),
         max_size=12,
     ),
     dialect=st.sampled_from([dialects.OPENAI, dialects.CLAUDE, dialects.GEMINI]),
     strip=st.booleans(),
-)  # fmt: skip
+)
 def test_sse_filter_takes_any_stream(chunks: list[bytes], dialect: str, strip: bool) -> None:
     f = SSEUsageFilter(strip, dialect)
     out = b"".join(f.feed(c) for c in chunks) + f.flush()

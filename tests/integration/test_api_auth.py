@@ -161,8 +161,11 @@ async def test_user_management_role_rules(env, relay):
     assert "equal to or higher" in await as_admin.refused(
         "POST", "/api/user/", {"username": "newadmin", "role": 10}
     )
-    made = await as_root.ok("POST", "/api/user/", {"username": "newadmin", "role": 10,
-                                                   "password": "longenough", "quota": 5000})  # fmt: skip
+    made = await as_root.ok(
+        "POST",
+        "/api/user/",
+        {"username": "newadmin", "role": 10, "password": "longenough", "quota": 5000},
+    )
     assert made["role"] == 10 and made["quota"] == 5000 and made["access_token"]
     newbie = ApiUser(made["id"], made["access_token"], 10)
     assert (await Api(relay, newbie).ok("GET", "/api/user/self"))["username"] == "newadmin"
@@ -186,14 +189,23 @@ async def test_user_management_role_rules(env, relay):
 
     # quota: add, subtract, override (set remain); bad values are refused clearly
     start = (await as_admin.ok("GET", f"/api/user/{user.id}"))["quota"]
-    after = await as_admin.ok("POST", "/api/user/manage",
-                              {"id": user.id, "action": "add_quota", "mode": "add", "value": 500})  # fmt: skip
+    after = await as_admin.ok(
+        "POST",
+        "/api/user/manage",
+        {"id": user.id, "action": "add_quota", "mode": "add", "value": 500},
+    )
     assert after["quota"] == start + 500
-    after = await as_admin.ok("POST", "/api/user/manage",
-                              {"id": user.id, "action": "add_quota", "mode": "subtract", "value": 200})  # fmt: skip
+    after = await as_admin.ok(
+        "POST",
+        "/api/user/manage",
+        {"id": user.id, "action": "add_quota", "mode": "subtract", "value": 200},
+    )
     assert after["quota"] == start + 300
-    after = await as_admin.ok("POST", "/api/user/manage",
-                              {"id": user.id, "action": "add_quota", "mode": "override", "value": 42})  # fmt: skip
+    after = await as_admin.ok(
+        "POST",
+        "/api/user/manage",
+        {"id": user.id, "action": "add_quota", "mode": "override", "value": 42},
+    )
     assert after["quota"] == 42
     for bad in ({"value": 0, "mode": "add"}, {"value": "x"}, {"mode": "double", "value": 1}):
         await as_admin.refused(

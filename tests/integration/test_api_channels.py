@@ -31,12 +31,18 @@ async def test_channel_crud_key_write_only_and_relay_follows(env, relay, mock_up
         {
             "mode": "single",
             "channel": {
-                "type": 1, "name": "mock", "key": secret, "base_url": mock_upstream,
-                "models": "gpt-4o-mini,gpt-4o", "group": "default", "priority": 5, "weight": 2,
+                "type": 1,
+                "name": "mock",
+                "key": secret,
+                "base_url": mock_upstream,
+                "models": "gpt-4o-mini,gpt-4o",
+                "group": "default",
+                "priority": 5,
+                "weight": 2,
                 "model_mapping": '{"gpt-4o": "gpt-4o-mini"}',
             },
         },
-    )  # fmt: skip
+    )
     cid = created["id"]
     assert created["models"] == "gpt-4o-mini,gpt-4o" and created["priority"] == 5
     assert "key" not in created
@@ -69,8 +75,11 @@ async def test_channel_crud_key_write_only_and_relay_follows(env, relay, mock_up
     assert status == 200 and tested["success"] is True, tested
     assert isinstance(tested["time"], float) and 0 <= tested["time"] < 5
     assert (await api.ok("GET", f"/api/channel/{cid}"))["test_time"] > 0
-    bad = await api.ok("POST", "/api/channel/", {"name": "dead", "key": "k", "models": "m",
-                                                 "base_url": "http://127.0.0.1:9"})  # fmt: skip
+    bad = await api.ok(
+        "POST",
+        "/api/channel/",
+        {"name": "dead", "key": "k", "models": "m", "base_url": "http://127.0.0.1:9"},
+    )
     status, failed = await api.call("GET", f"/api/channel/test/{bad['id']}")
     assert failed["success"] is False and "time" in failed
 
@@ -102,8 +111,19 @@ async def test_channel_crud_key_write_only_and_relay_follows(env, relay, mock_up
     assert await api.refused("GET", "/api/channel/424242") == "Channel does not exist"
     assert await api.refused("DELETE", "/api/channel/424242") == "Channel does not exist"
 
-    batch = await api.ok("POST", "/api/channel/", {"mode": "batch", "channel": {
-        "name": "multi", "key": "k1\nk2\nk3", "models": "gpt-4o-mini", "base_url": mock_upstream}})  # fmt: skip
+    batch = await api.ok(
+        "POST",
+        "/api/channel/",
+        {
+            "mode": "batch",
+            "channel": {
+                "name": "multi",
+                "key": "k1\nk2\nk3",
+                "models": "gpt-4o-mini",
+                "base_url": mock_upstream,
+            },
+        },
+    )
     assert len(batch["ids"]) == 3
 
     await api.ok("DELETE", f"/api/channel/{cid}")

@@ -36,9 +36,24 @@ JSON_VALUES = st.recursive(
 )
 WEIRD_TEXT = st.one_of(
     st.text(max_size=40),
-    st.sampled_from(["-1", "0", "1e9", "99999999999999999999999", "%", "%%", "a%b%c%", "null",
-                     "\u00e9\u00e9", "' OR 1=1 --", "1.5", " ", "\x00"]),
-)  # fmt: skip
+    st.sampled_from(
+        [
+            "-1",
+            "0",
+            "1e9",
+            "99999999999999999999999",
+            "%",
+            "%%",
+            "a%b%c%",
+            "null",
+            "\u00e9\u00e9",
+            "' OR 1=1 --",
+            "1.5",
+            " ",
+            "\x00",
+        ]
+    ),
+)
 
 
 def inline(schema: Any, doc: dict[str, Any]) -> Any:
@@ -107,8 +122,13 @@ def draw(strategy: st.SearchStrategy[Any], n: int) -> list[Any]:
     """n examples of a strategy, drawn with hypothesis' engine (not ``.example()``)."""
     out: list[Any] = []
 
-    @settings(max_examples=n, database=None, deadline=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @settings(
+        max_examples=n,
+        database=None,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(strategy)
     def collect(value: Any) -> None:
         out.append(value)

@@ -142,8 +142,16 @@ async def test_seed_004_create_token_fields(env, relay):
     """Seed 004 documents the create body by field examples (it has no curl line); send
     exactly those examples and check the documented conversions."""
     text = seed("004")
-    for example in ('"My New Token"', "1738483200", "500000", "200", "100", "1000",
-                    '"gpt-4o,gpt-4o-mini,claude-3-5-sonnet"', '"default"'):  # fmt: skip
+    for example in (
+        '"My New Token"',
+        "1738483200",
+        "500000",
+        "200",
+        "100",
+        "1000",
+        '"gpt-4o,gpt-4o-mini,claude-3-5-sonnet"',
+        '"default"',
+    ):
         assert example in text
     me = await make_user(env, "seed4")
     body = {

@@ -137,10 +137,14 @@ async def test_full_key_shown_once_and_nothing_plain_in_pg_dump(env, relay, sett
 
     pg_dump = shutil.which("pg_dump") or "/usr/lib/postgresql/15/bin/pg_dump"
     proc = await asyncio.create_subprocess_exec(
-        pg_dump, "--no-owner", "--inserts", settings.database_url,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        pg_dump,
+        "--no-owner",
+        "--inserts",
+        settings.database_url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PGCONNECT_TIMEOUT": "10"},
-    )  # fmt: skip
+    )
     out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()
     dump = out.decode()

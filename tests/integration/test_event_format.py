@@ -14,16 +14,41 @@ async def test_flusher_records_both_formats_and_dead_letters_the_rest(env):
     stream = env.keys.stream_of_user(uid)
     now = 1_790_000_000
     current = {
-        "rid": "r-new", "ts": now, "user": uid, "token": tok.id, "tname": "t", "uname": "root",
-        "model": "gpt-4o-mini", "chan": 0, "group": "default", "pt": 10, "ct": 20, "stream": 1,
-        "lat": 5, "ip": "10.0.0.1", "other": '{"estimated":true}',
-    }  # fmt: skip
+        "rid": "r-new",
+        "ts": now,
+        "user": uid,
+        "token": tok.id,
+        "tname": "t",
+        "uname": "root",
+        "model": "gpt-4o-mini",
+        "chan": 0,
+        "group": "default",
+        "pt": 10,
+        "ct": 20,
+        "stream": 1,
+        "lat": 5,
+        "ip": "10.0.0.1",
+        "other": '{"estimated":true}',
+    }
     await env.redis.xadd(stream, {"quota": 7, "event": events.encode(current)})
     legacy = {
-        "quota": 11, "rid": "r-old", "ts": now, "user": uid, "token": tok.id, "tname": "t",
-        "uname": "root", "model": "gpt-4o", "chan": 0, "group": "default", "pt": 1, "ct": 2,
-        "stream": 0, "lat": 3, "ip": "", "other": "{}",
-    }  # fmt: skip
+        "quota": 11,
+        "rid": "r-old",
+        "ts": now,
+        "user": uid,
+        "token": tok.id,
+        "tname": "t",
+        "uname": "root",
+        "model": "gpt-4o",
+        "chan": 0,
+        "group": "default",
+        "pt": 1,
+        "ct": 2,
+        "stream": 0,
+        "lat": 3,
+        "ip": "",
+        "other": "{}",
+    }
     await env.redis.xadd(stream, legacy)
     await env.redis.xadd(stream, {"quota": 1, "event": b"[1, 2]"})
     await env.redis.xadd(stream, {"quota": 1, "event": events.encode({"rid": "no-user"})})
@@ -36,8 +61,17 @@ async def test_flusher_records_both_formats_and_dead_letters_the_rest(env):
         )
         used = await conn.fetchval("SELECT used_quota FROM tokens WHERE id = $1", tok.id)
     assert [tuple(r) for r in rows] == [
-        ("r-new", 7, "gpt-4o-mini", 10, 20, True, "10.0.0.1", "usage estimated: upstream reported none"),
+        (
+            "r-new",
+            7,
+            "gpt-4o-mini",
+            10,
+            20,
+            True,
+            "10.0.0.1",
+            "usage estimated: upstream reported none",
+        ),
         ("r-old", 11, "gpt-4o", 1, 2, False, "", ""),
-    ]  # fmt: skip
+    ]
     assert used == 18
     assert await env.redis.xlen(f"{stream}:dead") == 2

@@ -67,11 +67,20 @@ async def _start_redis(port: int, workdir: str) -> asyncio.subprocess.Process:
     """A private, persistence-less redis-server on a free loopback port (never the shared
     one: this test kills it)."""
     proc = await asyncio.create_subprocess_exec(
-        "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-        "--appendonly", "no", "--dir", workdir,
+        "redis-server",
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        workdir,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+    )
     probe = Redis(port=port)
     try:
         for _ in range(100):

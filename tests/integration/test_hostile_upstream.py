@@ -82,8 +82,12 @@ async def _spend(env: Any, relay: TestClient, uid: int, tok: Any, body: dict[str
 
 
 def _req(model: str, stream: bool) -> dict[str, Any]:
-    return {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": stream,
-            "max_tokens": 6000}  # fmt: skip
+    return {
+        "model": model,
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream": stream,
+        "max_tokens": 6000,
+    }
 
 
 async def test_stream_request_answered_with_json_is_billed(

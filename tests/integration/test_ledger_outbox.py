@@ -124,9 +124,15 @@ async def test_cli_top_up_fails_in_one_line_and_a_rerun_credits_once(
 ):
     uid, _ = await _user_with_token(env)
     flags = [
-        "--database-url", settings.database_url, "--redis-url", settings.redis_url,
-        "--key-prefix", settings.key_prefix, "--shards", str(settings.shards),
-    ]  # fmt: skip
+        "--database-url",
+        settings.database_url,
+        "--redis-url",
+        settings.redis_url,
+        "--key-prefix",
+        settings.key_prefix,
+        "--shards",
+        str(settings.shards),
+    ]
     argv = ["admin", "top-up", *flags, "--user-id", str(uid), "--quota", "500", "--op-id", "op-1"]
     real_push = Accounts.push_user
 

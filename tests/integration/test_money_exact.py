@@ -265,23 +265,33 @@ async def test_settle_after_the_reaper_refunded_charges_from_zero_once(env: Any)
     await env.accounts.ensure_user(uid)
     k = env.keys
     day, month = "20260101", "202601"
-    ledger_keys = (k.token(uid, tok.id), k.user(uid), k.token_day(uid, tok.id, day),
-                   k.token_month(uid, tok.id, month))  # fmt: skip
+    ledger_keys = (
+        k.token(uid, tok.id),
+        k.user(uid),
+        k.token_day(uid, tok.id, day),
+        k.token_month(uid, tok.id, month),
+    )
     prefix = f"r1|{tok.id}|{uid}|{day}|{month}|dead-relay"
     scripts = Scripts.load()
     res = await ledger.reserve(
-        scripts, env.redis, (*ledger_keys, k.reservations(uid)),
+        scripts,
+        env.redis,
+        (*ledger_keys, k.reservations(uid)),
         ReserveRequest(0, int(time.time()), 500, 0, 0, True, prefix, int(time.time()) + 900),
         (100, 100),
-    )  # fmt: skip
+    )
     member = ledger.reservation_member(prefix, res.amount)
     reap_keys = (*ledger_keys, k.reservations(uid), k.reaped(uid))
     assert await ledger.reap(scripts, env.redis, reap_keys, member, res.amount)
     call = ledger.SettleCall(
         (*ledger_keys, k.stream_of_user(uid), k.orphans(uid), k.reservations(uid), k.reaped(uid)),
-        res.amount, 500, (f"t{tok.id}", f"u{uid}"), member, "r1",
+        res.amount,
+        500,
+        (f"t{tok.id}", f"u{uid}"),
+        member,
+        "r1",
         orphan_event(uid, tok.id),
-    )  # fmt: skip
+    )
     first = await ledger.settle(scripts, env.redis, call)
     again = await ledger.settle(scripts, env.redis, call)
     assert (first.charged, first.found) == (500, 0)

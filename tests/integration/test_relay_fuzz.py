@@ -44,21 +44,28 @@ BODY = st.one_of(
             "stream": JSON_VALUES,
             "stream_options": JSON_VALUES,
             "generationConfig": JSON_VALUES
-            | st.fixed_dictionaries({}, optional={"candidateCount": NUMBERISH, "maxOutputTokens": NUMBERISH}),
+            | st.fixed_dictionaries(
+                {}, optional={"candidateCount": NUMBERISH, "maxOutputTokens": NUMBERISH}
+            ),
         },
     ),
-)  # fmt: skip
+)
 REQUEST = st.fixed_dictionaries(
     {
         "route": st.sampled_from(ROUTES) | st.just("gemini"),
         "body": BODY,
         "raw": st.none() | st.binary(max_size=60),
-        "auth": st.sampled_from(["good", "good", "good", "none", "junk", "x-api-key", "goog", "query"]),
-        "target": MODELS.map(lambda m: quote(m, safe="")) | st.just("gemini-2.0-flash:generateContent"),
+        "auth": st.sampled_from(
+            ["good", "good", "good", "none", "junk", "x-api-key", "goog", "query"]
+        ),
+        "target": MODELS.map(lambda m: quote(m, safe=""))
+        | st.just("gemini-2.0-flash:generateContent"),
         "xff": st.none() | WEIRD_TEXT,
-        "ctype": st.sampled_from(["application/json", "text/plain", "", "application/json; charset=latin-1"]),
+        "ctype": st.sampled_from(
+            ["application/json", "text/plain", "", "application/json; charset=latin-1"]
+        ),
     }
-)  # fmt: skip
+)
 
 
 async def test_relay_routes_never_answer_5xx_on_hostile_input(
@@ -66,9 +73,11 @@ async def test_relay_routes_never_answer_5xx_on_hostile_input(
 ) -> None:
     uid, _ = await env.root_user()
     await env.admin.create_channel(
-        "mock", mock_upstream, "k",
+        "mock",
+        mock_upstream,
+        "k",
         "gpt-4o-mini,dall-e-3,claude-3-5-haiku-20241022,gemini-2.0-flash,text-embedding-3-small",
-    )  # fmt: skip
+    )
     await refresh(relay)
     tok = await env.admin.create_token(uid, "fuzz", remain_quota=10**9)
     failures: list[str] = []

@@ -222,8 +222,15 @@ async def test_api_refuses_metadata_link_local_and_loopback(env, make_relay):
     api = Api(relay, await make_user(env, "ops", ROLE_ADMIN))
 
     def channel(base_url: str) -> dict[str, Any]:
-        return {"mode": "single", "channel": {"name": "c", "key": "k" * 20, "base_url": base_url,
-                                              "models": "gpt-4o-mini"}}  # fmt: skip
+        return {
+            "mode": "single",
+            "channel": {
+                "name": "c",
+                "key": "k" * 20,
+                "base_url": base_url,
+                "models": "gpt-4o-mini",
+            },
+        }
 
     for url in REFUSED_ALWAYS + LOOPBACK:
         message = await api.refused("POST", "/api/channel/", channel(url))
@@ -292,9 +299,13 @@ class FixedResolver(AbstractResolver):
 
         fam = socket.AF_INET6 if ":" in self.address else socket.AF_INET
         answer: ResolveResult = {
-            "hostname": host, "host": self.address, "port": port, "family": fam, "proto": 0,
+            "hostname": host,
+            "host": self.address,
+            "port": port,
+            "family": fam,
+            "proto": 0,
             "flags": 0,
-        }  # fmt: skip
+        }
         return [answer]
 
     async def close(self) -> None:
@@ -339,11 +350,29 @@ def self_signed(tmp_path_factory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert, key
 
 

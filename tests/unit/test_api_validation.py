@@ -84,10 +84,19 @@ def test_scalars():
 
 def test_token_fields_credits_and_models():
     out = parse_token_fields(
-        {"name": "n", "remain_quota": 1, "remain_credits": 200, "daily_credits": 0.5,
-         "models": ["a", "b"], "model_limits": "b,a", "expired_time": 0, "key": "sk-x",
-         "used_quota": 99, "user_id": 7}
-    )  # fmt: skip
+        {
+            "name": "n",
+            "remain_quota": 1,
+            "remain_credits": 200,
+            "daily_credits": 0.5,
+            "models": ["a", "b"],
+            "model_limits": "b,a",
+            "expired_time": 0,
+            "key": "sk-x",
+            "used_quota": 99,
+            "user_id": 7,
+        }
+    )
     assert out == {
         "name": "n",
         "remain_quota": 500_000,

@@ -41,8 +41,18 @@ class Conn:
 
 
 def _init(conn: Conn, limit: int = 1000, ulimit: int = 10**9, **extra: int) -> None:
-    fields = {"limit": limit, "used": 0, "unlimited": 0, "status": 1, "expires": -1, "user": UID,
-              "ver": 1, "dlimit": 0, "mlimit": 0, **extra}  # fmt: skip
+    fields = {
+        "limit": limit,
+        "used": 0,
+        "unlimited": 0,
+        "status": 1,
+        "expires": -1,
+        "user": UID,
+        "ver": 1,
+        "dlimit": 0,
+        "mlimit": 0,
+        **extra,
+    }
     conn.r.hset(TOK, mapping=fields)
     conn.r.hset(USER, mapping={"limit": ulimit, "used": 0, "status": 1, "ver": 1})
 

@@ -14,11 +14,22 @@ from relaygate.singleflight import SingleFlight
 
 def _meta() -> TokenMeta:
     row = {
-        "id": 7, "user_id": 3, "name": "t", "username": "u", "role": 1, "status": 1,
-        "user_status": 1, "expired_time": -1, "unlimited_quota": False,
-        "model_limits_enabled": False, "model_limits": "", "allow_ips": "", "group": "",
-        "user_group": "default", "ver": 1,
-    }  # fmt: skip
+        "id": 7,
+        "user_id": 3,
+        "name": "t",
+        "username": "u",
+        "role": 1,
+        "status": 1,
+        "user_status": 1,
+        "expired_time": -1,
+        "unlimited_quota": False,
+        "model_limits_enabled": False,
+        "model_limits": "",
+        "allow_ips": "",
+        "group": "",
+        "user_group": "default",
+        "ver": 1,
+    }
     return meta_from_row(row, KeyScheme("rg", 4), 0.0)
 
 

@@ -60,9 +60,15 @@ async def create_user(admin: Any, args: argparse.Namespace) -> Result:
 
 async def create_channel(admin: Any, args: argparse.Namespace) -> Result:
     cid = await admin.create_channel(
-        args.name, args.base_url, args.key, args.models,
-        group=args.group, priority=args.priority, weight=args.weight, type_=args.channel_type,
-    )  # fmt: skip
+        args.name,
+        args.base_url,
+        args.key,
+        args.models,
+        group=args.group,
+        priority=args.priority,
+        weight=args.weight,
+        type_=args.channel_type,
+    )
     return {
         "id": cid,
         "name": args.name,

@@ -189,9 +189,16 @@ def ensure_pg_system_user(log: Log) -> None:
     except KeyError:
         group = ["--user-group"]
     cmd = [
-        str(useradd), "--system", *group, "--no-create-home",
-        "--home-dir", "/var/lib/postgresql", "--shell", "/bin/sh", PG_SYSTEM_USER,
-    ]  # fmt: skip
+        str(useradd),
+        "--system",
+        *group,
+        "--no-create-home",
+        "--home-dir",
+        "/var/lib/postgresql",
+        "--shell",
+        "/bin/sh",
+        PG_SYSTEM_USER,
+    ]
     code, out = run_command(cmd, timeout=30)
     if code != 0:
         raise DevStackError(f"postgres: could not create user {PG_SYSTEM_USER}: {last_line(out)}")
@@ -277,10 +284,18 @@ def initdb(layout: PgLayout, tools: PgTools, log: Log) -> None:
             f"postgres: {show(layout.data)} is not empty but holds no cluster "
             "(interrupted initdb?); delete it and retry"
         )
-    cmd = as_pg_user([
-        tools.initdb, "-D", layout.data.resolve(), "--auth=trust", "-U", PG_SYSTEM_USER,
-        "--encoding=UTF8", "--locale=C",
-    ])  # fmt: skip
+    cmd = as_pg_user(
+        [
+            tools.initdb,
+            "-D",
+            layout.data.resolve(),
+            "--auth=trust",
+            "-U",
+            PG_SYSTEM_USER,
+            "--encoding=UTF8",
+            "--locale=C",
+        ]
+    )
     code, out = run_command(cmd, cwd="/", timeout=300)
     if code != 0:
         raise DevStackError(f"postgres: initdb failed: {last_line(out)}")
@@ -293,13 +308,31 @@ def pg_ctl_start(layout: PgLayout, tools: PgTools, bind: str, port: int) -> None
         # Left behind by a crash or reboot; its pid may now belong to another process,
         # which would make the postmaster refuse to start.
         pidfile.unlink()
-    opts = shlex.join([
-        "-p", str(port), "-k", str(layout.socket_dir()), "-c", f"listen_addresses={bind}",
-    ])  # fmt: skip
-    cmd = as_pg_user([
-        tools.pg_ctl, "-D", layout.data.resolve(), "-l", layout.logfile.resolve(),
-        "-w", "-t", str(int(START_TIMEOUT)), "-o", opts, "start",
-    ])  # fmt: skip
+    opts = shlex.join(
+        [
+            "-p",
+            str(port),
+            "-k",
+            str(layout.socket_dir()),
+            "-c",
+            f"listen_addresses={bind}",
+        ]
+    )
+    cmd = as_pg_user(
+        [
+            tools.pg_ctl,
+            "-D",
+            layout.data.resolve(),
+            "-l",
+            layout.logfile.resolve(),
+            "-w",
+            "-t",
+            str(int(START_TIMEOUT)),
+            "-o",
+            opts,
+            "start",
+        ]
+    )
     code, out = run_command(cmd, cwd="/", timeout=START_TIMEOUT + 10)
     if code != 0:
         raise DevStackError(
@@ -315,10 +348,19 @@ def stop_postgres(layout: PgLayout) -> None:
     pid = running[0]
     tools = find_pg_tools(layout.version())
     if tools is not None:
-        cmd = as_pg_user([
-            tools.pg_ctl, "-D", layout.data.resolve(), "-m", "fast", "-w",
-            "-t", str(int(STOP_TIMEOUT)), "stop",
-        ])  # fmt: skip
+        cmd = as_pg_user(
+            [
+                tools.pg_ctl,
+                "-D",
+                layout.data.resolve(),
+                "-m",
+                "fast",
+                "-w",
+                "-t",
+                str(int(STOP_TIMEOUT)),
+                "stop",
+            ]
+        )
         run_command(cmd, cwd="/", timeout=STOP_TIMEOUT + 10)
     if pid_running(pid, "postgres"):
         # No pg_ctl (or it failed): SIGINT is PostgreSQL's "fast shutdown".

@@ -215,16 +215,25 @@ def _start_redis(
     logfile = rdir / "redis.log"
     cmd: list[str | os.PathLike[str]] = [
         binary,
-        "--port", str(port),
-        "--bind", bind,
-        "--dir", rdir.resolve(),
-        "--appendonly", "yes",
-        "--appendfsync", "everysec",
-        "--maxmemory-policy", "noeviction",
-        "--daemonize", "yes",
-        "--pidfile", (rdir / "redis.pid").resolve(),
-        "--logfile", logfile.resolve(),
-    ]  # fmt: skip
+        "--port",
+        str(port),
+        "--bind",
+        bind,
+        "--dir",
+        rdir.resolve(),
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--maxmemory-policy",
+        "noeviction",
+        "--daemonize",
+        "yes",
+        "--pidfile",
+        (rdir / "redis.pid").resolve(),
+        "--logfile",
+        logfile.resolve(),
+    ]
     if ep.password is not None:
         if ep.username and ep.username != "default":
             cmd += ["--user", ep.username, "on", f">{ep.password}", "~*", "&*", "+@all"]
