@@ -283,3 +283,20 @@ async def test_access_token_from_the_session_is_shown_once_and_works(env, relay)
     admin_id = await _user(env, "admin", ROLE_ADMIN)
     listed = await relay.get(f"/api/user/{admin_id}", headers=as_session(cookie, uid))
     assert (await listed.json())["data"]["username"] == "admin"
+
+
+async def test_first_root_from_the_cli_can_log_in(env, relay, monkeypatch):
+    """``relaygate admin create-user --role root --password-stdin`` makes the first root
+    (the password is read from stdin, never from the command line)."""
+    import argparse
+    import io
+
+    from relaygate.cli.admin import create_user
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
+    args = argparse.Namespace(
+        username="boss", role="root", quota=0, group="default", password_stdin=True
+    )
+    made = await create_user(env.admin, args)
+    _, body, cookie = await login(relay, "boss", PASSWORD)
+    assert body["data"]["id"] == made["id"] and body["data"]["role"] == ROLE_ROOT and cookie

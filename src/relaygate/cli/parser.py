@@ -105,6 +105,12 @@ def _create_user(asub: Subparsers) -> None:
     a.add_argument("--role", choices=("user", "admin", "root"), default="user")
     a.add_argument("--quota", type=int, default=0)
     a.add_argument("--group", default="default")
+    a.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the login password (8 to 20 characters) from the first line of stdin "
+        "(not a flag: command lines are visible to every local user)",
+    )
 
 
 def _create_channel(asub: Subparsers) -> None:
