@@ -53,6 +53,14 @@ class Settings:
     # Failed authentications (unknown keys or access tokens) one client address may make
     # per minute and process before it gets 429 for keys not already cached. 0 = no limit.
     auth_failures_per_minute: int = 60
+    # Dashboard accounts (issue 12): login session lifetime in seconds (New API's cookie
+    # lasts 30 days), self-registration (New API enables it by default; relaygate does not),
+    # and login attempts per client address and per username per window (New API's
+    # CriticalRateLimit on its login route: 20 per 1200 s). 0 attempts = no limit.
+    session_ttl: int = 30 * 86400
+    register_enabled: bool = False
+    login_attempts: int = 20
+    login_window: int = 1200
     # Clamp the upstream max_tokens to what the remaining quota affords.
     clamp_max_tokens: bool = True
     # Token metadata cache: positive TTL and negative (unknown key) TTL, seconds.
@@ -250,6 +258,10 @@ FIELDS: dict[str, tuple[str, Parser]] = {
         "RELAYGATE_AUTH_FAILURES_PER_MINUTE",
         lambda n, r: _parse_int(n, r, 0),
     ),
+    "session_ttl": ("RELAYGATE_SESSION_TTL", lambda n, r: _parse_int(n, r, 60)),
+    "register_enabled": ("RELAYGATE_REGISTER_ENABLED", _parse_bool),
+    "login_attempts": ("RELAYGATE_LOGIN_ATTEMPTS", lambda n, r: _parse_int(n, r, 0)),
+    "login_window": ("RELAYGATE_LOGIN_WINDOW", lambda n, r: _parse_int(n, r, 1)),
     "clamp_max_tokens": ("RELAYGATE_CLAMP_MAX_TOKENS", _parse_bool),
     "cache_ttl": ("RELAYGATE_CACHE_TTL", _parse_float),
     "negative_cache_ttl": ("RELAYGATE_NEGATIVE_CACHE_TTL", _parse_float),

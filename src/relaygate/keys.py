@@ -76,6 +76,18 @@ class KeyScheme:
         a data reason), each with ``dead_reason``: for operators (XLEN / XRANGE)."""
         return f"{self.stream(shard)}:dead"
 
+    def session(self, digest: str) -> str:
+        """A dashboard login session, by the SHA-256 of its cookie value (relaygate.sessions)."""
+        return f"{self.prefix}:sess:{digest}"
+
+    def user_sessions(self, user_id: int) -> str:
+        """The digests of a user's live sessions (to end them all on a password change)."""
+        return f"{self.prefix}:usess:{user_id}"
+
+    def login_attempts(self, digest: str) -> str:
+        """Login attempts of one client address or username in the current window."""
+        return f"{self.prefix}:login:{digest}"
+
     def heartbeat(self, instance: str) -> str:
         """Present while the relay process ``instance`` is alive (short TTL, refreshed)."""
         return f"{self.prefix}:relay:{instance}"

@@ -92,8 +92,11 @@ class PriceBook:
         prices: Mapping[str, float] | None = None,
         groups: Mapping[str, float] | None = None,
         usable_groups: frozenset[str] = DEFAULT_USABLE_GROUPS,
+        group_descriptions: Mapping[str, str] | None = None,
     ) -> None:
         self.usable_groups = usable_groups
+        # UserUsableGroups' descriptions, shown by /api/user/self/groups
+        self.group_descriptions = dict(group_descriptions or {})
         self._models = {
             name: (_dec(r), _dec(c), int(m))
             for name, (r, c, m) in (models or DEFAULT_MODELS).items()
@@ -118,7 +121,8 @@ class PriceBook:
                 models[name] = (ratio, comp, max_out)
         prices = {**DEFAULT_MODEL_PRICES, **_json_map(options, "ModelPrice")}
         groups = _json_map(options, "GroupRatio") or dict(DEFAULT_GROUP_RATIOS)
-        return cls(models, prices, groups, _usable_groups(options))
+        usable = _usable_groups(options)
+        return cls(models, prices, groups, frozenset(usable), usable)
 
     def model(self, name: str) -> ModelPricing | None:
         try:
@@ -165,6 +169,9 @@ class PriceBook:
             return "deprecated"
         return None
 
+    def group_ratios(self) -> dict[str, float]:
+        return {name: float(ratio) for name, ratio in self._groups.items()}
+
     def models(self) -> list[str]:
         return sorted({*self._models, *self._prices})
 
@@ -181,15 +188,15 @@ def _json_map(options: Mapping[str, str], key: str) -> dict[str, float]:
     return {str(k): float(v) for k, v in data.items()}
 
 
-def _usable_groups(options: Mapping[str, str]) -> frozenset[str]:
+def _usable_groups(options: Mapping[str, str]) -> dict[str, str]:
     """``UserUsableGroups``: a JSON object of group name -> description (New API's shape)."""
     raw = options.get("UserUsableGroups")
     if not raw:
-        return DEFAULT_USABLE_GROUPS
+        return dict.fromkeys(DEFAULT_USABLE_GROUPS, "Default group")
     data = orjson.loads(raw)
     if not isinstance(data, dict) or not all(isinstance(k, str) and k for k in data):
         raise ValueError("option UserUsableGroups must be a JSON object of group -> description")
-    return frozenset(data)
+    return {k: v if isinstance(v, str) else str(v) for k, v in data.items()}
 
 
 def _fraction(value: Decimal) -> tuple[int, int]:

@@ -29,6 +29,7 @@ from relaygate.heartbeat import Heartbeat
 from relaygate.invalidation import InvalidationListener, dispatcher
 from relaygate.keys import KeyScheme
 from relaygate.ledger import Pipeline, Scripts
+from relaygate.sessions import LoginLimiter, SessionStore
 from relaygate.settles import Journal, SettleKeeper
 from relaygate.tokenload import TokenLoader
 
@@ -56,6 +57,8 @@ class Runtime:
     tokens: TokenLoader = field(init=False)
     cache: TokenCache = field(init=False)
     auth_failures: FailedAuthLimiter = field(init=False)
+    sessions: SessionStore = field(init=False)
+    login_limiter: LoginLimiter = field(init=False)
     heartbeat: Heartbeat = field(init=False)
     settles: SettleKeeper = field(init=False)
     invalidations: InvalidationListener = field(init=False)
@@ -67,6 +70,8 @@ class Runtime:
         self.tokens = TokenLoader(self.pool, self.keys, self.accounts.key_index)
         self.cache = TokenCache(self.tokens, s.cache_ttl, s.negative_cache_ttl)
         self.auth_failures = FailedAuthLimiter(s.auth_failures_per_minute)
+        self.sessions = SessionStore(self.redis, self.keys, s.session_ttl)
+        self.login_limiter = LoginLimiter(self.redis, self.keys, s.login_attempts, s.login_window)
         self.heartbeat = Heartbeat(self.redis, self.keys.heartbeat(self.instance), s.heartbeat_ttl)
         journal = Journal(pathlib.Path(s.journal_dir), f"{self.keys.prefix}-{self.instance}")
         self.settles = SettleKeeper(

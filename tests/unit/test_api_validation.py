@@ -90,7 +90,7 @@ def test_token_fields_credits_and_models():
             "remain_credits": 200,
             "daily_credits": 0.5,
             "models": ["a", "b"],
-            "model_limits": "ignored",
+            "model_limits": "b,a",
             "expired_time": 0,
             "key": "sk-x",
             "used_quota": 99,
@@ -105,6 +105,14 @@ def test_token_fields_credits_and_models():
         "expired_time": -1,
     }
     assert parse_token_fields({"model_limits": "a,b"})["model_limits"] == ["a", "b"]
+    # models and model_limits are one allowlist: against the stored one, the changed wins
+    both = {"models": ["a"], "model_limits": "c"}
+    assert parse_token_fields(both, ["a"])["model_limits"] == ["c"]
+    assert parse_token_fields(both, ["c"])["model_limits"] == ["a"]
+    with pytest.raises(ApiFail, match="disagree"):
+        parse_token_fields(both, ["x"])
+    with pytest.raises(ApiFail, match="disagree"):
+        parse_token_fields(both)  # create: no stored list to tell which one is meant
     assert parse_token_fields({"allow_ips": None}) == {"allow_ips": ""}
     # unlimited tokens skip the remain checks, as New API
     assert parse_token_fields({"unlimited_quota": True, "remain_quota": -5}) == {

@@ -9,17 +9,34 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from relaygate.api import channels, logs, openapi, status, tokens, usage, users
+from relaygate.api import (
+    account,
+    catalog,
+    channels,
+    data,
+    logs,
+    openapi,
+    slashes,
+    status,
+    tokens,
+    unsupported,
+    usage,
+    users,
+)
 from relaygate.api.routing import Route, RouteTable, install
 
 TABLES: list[RouteTable] = [
     status.routes,
+    unsupported.routes,
     openapi.routes,
     usage.routes,
     tokens.routes,
+    account.routes,
+    catalog.routes,
     users.routes,
     channels.routes,
     logs.routes,
+    data.routes,
 ]
 
 
@@ -30,3 +47,4 @@ def all_routes() -> list[Route]:
 def add_api_routes(app: web.Application) -> None:
     """Registered by the app factory."""
     install(app, TABLES)
+    app.middlewares.append(slashes.trailing_slash)

@@ -1,4 +1,5 @@
-"""Dashboard authentication: a system access token plus the ``New-Api-User`` header.
+"""Dashboard authentication: a system access token or a login session cookie, plus the
+``New-Api-User`` header.
 
 Follows New API's 2025 to mid-2026 ``UserAuth``/``AdminAuth``/``RootAuth`` (NEWAPI.md §1.1),
 which is what existing scripts send. Checks run in New API's order: credentials, then
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -23,6 +25,7 @@ from relaygate.api.envelope import ApiFail
 from relaygate.credentials import hash_secret
 from relaygate.relay.auth import client_ip
 from relaygate.runtime import Runtime
+from relaygate.sessions import COOKIE_NAME
 from relaygate.store import api_queries as q
 
 MSG_NO_TOKEN = "Unauthorized, not logged in and no access token provided"
@@ -52,6 +55,7 @@ class Caller:
     username: str
     role: int
     group: str
+    session: str = ""  # the login session's id when authenticated by cookie
 
     @property
     def is_root(self) -> bool:
@@ -68,8 +72,12 @@ def access_token_of(request: web.Request) -> str:
 
 
 async def authenticate(request: web.Request, rt: Runtime, level: Level) -> Caller:
+    """An access token (``Authorization``) if one is sent, else the login session cookie."""
     token = access_token_of(request)
     if not token:
+        session_id = request.cookies.get(COOKIE_NAME, "")
+        if session_id:
+            return await _by_session(request, rt, level, session_id)
         raise ApiFail(MSG_NO_TOKEN, 401)
     if len(token) > 512:
         raise ApiFail(MSG_BAD_TOKEN)
@@ -86,6 +94,29 @@ async def authenticate(request: web.Request, rt: Runtime, level: Level) -> Calle
         if level >= Level.ADMIN:
             raise ApiFail(MSG_NO_USER_HEADER, 401)
         header = str(row["id"])  # user-level routes: the access token names the user
+    return _admit(row, header, level, "")
+
+
+async def _by_session(request: web.Request, rt: Runtime, level: Level, session_id: str) -> Caller:
+    """Session callers always send ``New-Api-User`` (New API's console does): a custom
+    header cannot be sent cross-site without a CORS preflight, so the header doubles as
+    the CSRF guard that the cookie alone would not give."""
+    session = await rt.sessions.lookup(session_id)
+    if session is None:
+        raise ApiFail(MSG_NO_TOKEN, 401)  # expired or logged out: "not logged in"
+    async with rt.pool.acquire() as conn:
+        row = await conn.fetchrow(q.USER_AUTH_BY_ID, session.user_id)
+    if row is None:
+        await rt.sessions.revoke(session_id)
+        raise ApiFail(MSG_NO_TOKEN, 401)
+    header = request.headers.get("New-Api-User")
+    if header is None or header.strip() == "":
+        raise ApiFail(MSG_NO_USER_HEADER, 401)
+    return _admit(row, header, level, session_id)
+
+
+def _admit(row: Any, header: str, level: Level, session_id: str) -> Caller:
+    """New API's checks after the credentials, in its order: header, banned, role, info."""
     header = header.strip()
     if not header.isascii() or not header.lstrip("-").isdigit() or len(header) > 18:
         raise ApiFail(MSG_BAD_USER_HEADER, 401)
@@ -98,4 +129,4 @@ async def authenticate(request: web.Request, rt: Runtime, level: Level) -> Calle
         raise ApiFail(MSG_NO_PRIVILEGE)
     if not row["username"] or role not in (ROLE_USER, ROLE_ADMIN, ROLE_ROOT):
         raise ApiFail(MSG_INVALID_USER)
-    return Caller(int(row["id"]), row["username"], role, row["group"])
+    return Caller(int(row["id"]), row["username"], role, row["group"], session_id)

@@ -7,14 +7,18 @@ so every relay rebuilds its channel table before its next request can pick the o
 
 from __future__ import annotations
 
+import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import orjson
 from aiohttp import web
 
+from relaygate.admin import AdminError
 from relaygate.api.auth import Level
+from relaygate.api.catalog import MODEL_CREATED, owner_of, served_models
 from relaygate.api.envelope import ApiFail, fail, ok, page
 from relaygate.api.routing import Ctx, RouteTable
 from relaygate.api.validation import (
@@ -40,6 +44,7 @@ routes = RouteTable()
 
 MSG_NOT_FOUND = "Channel does not exist"
 DEFAULT_BASE_URL = "https://api.openai.com"
+log = logging.getLogger(__name__)
 TEST_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=10)
 MAX_PRIORITY = 10**9
 MAX_KEYS_PER_BATCH = 100
@@ -142,16 +147,17 @@ async def search_channels(ctx: Ctx) -> web.StreamResponse:
     return await _page(ctx, (status, None, group, pattern, exact, model))
 
 
-@routes.route("GET", "/api/channel/test/{id}", Level.ADMIN)
-async def test_channel(ctx: Ctx) -> web.StreamResponse:
-    """One small chat completion through the channel; reports ``time`` in seconds (float)
-    at the top level, as New API does, and records the latency on the channel."""
-    channel_id = get_id(ctx.request.match_info["id"])
-    model_arg = query_str(ctx.request, "model", 255)
-    async with ctx.rt.pool.acquire() as conn:
-        row = await conn.fetchrow(q.CHANNEL_FOR_TEST, channel_id)
-    if row is None:
-        raise ApiFail(MSG_NOT_FOUND)
+@dataclass(frozen=True, slots=True)
+class TestResult:
+    ok: bool
+    message: str
+    elapsed: float
+    model: str
+    status: int = 0
+
+
+async def run_channel_test(ctx: Ctx, row: Any, model_arg: str) -> TestResult:
+    """One ``max_tokens: 1`` chat completion through the channel; records the latency."""
     channel = channel_from_row(row)
     model = model_arg or row["test_model"] or (sorted(channel.models) or ["gpt-4o-mini"])[0]
     payload = {
@@ -172,23 +178,99 @@ async def test_channel(ctx: Ctx) -> web.StreamResponse:
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         elapsed = time.perf_counter() - started
         reason = refusal_of(exc) or type(exc).__name__  # names an address, never the key
-        return fail(f"Channel test failed: {reason}", time=round(elapsed, 3))
+        return TestResult(False, f"Channel test failed: {reason}", elapsed, model)
     elapsed = time.perf_counter() - started
-    await ctx.admin.record_channel_test(channel_id, int(elapsed * 1000))
+    await ctx.admin.record_channel_test(int(row["id"]), int(elapsed * 1000))
     if status != 200:
-        return fail(f"Channel test failed: upstream answered HTTP {status}", time=round(elapsed, 3))
+        message = f"Channel test failed: upstream answered HTTP {status}"
+        return TestResult(False, message, elapsed, model, status)
     try:
         answer = orjson.loads(body)
         valid = isinstance(answer, dict) and "choices" in answer
     except orjson.JSONDecodeError:
         valid = False
     if not valid:
-        return fail(
-            "Channel test failed: the upstream answer is not a chat completion",
-            time=round(elapsed, 3),
-        )
-    data = {"time": round(elapsed, 3), "model": model, "status_code": status}
-    return ok(data, time=round(elapsed, 3))
+        message = "Channel test failed: the upstream answer is not a chat completion"
+        return TestResult(False, message, elapsed, model, status)
+    return TestResult(True, "", elapsed, model, status)
+
+
+@routes.route("GET", "/api/channel/test/{id}", Level.ADMIN)
+async def test_channel(ctx: Ctx) -> web.StreamResponse:
+    """One small chat completion through the channel; reports ``time`` in seconds (float)
+    at the top level, as New API does, and records the latency on the channel."""
+    channel_id = get_id(ctx.request.match_info["id"])
+    model_arg = query_str(ctx.request, "model", 255)
+    async with ctx.rt.pool.acquire() as conn:
+        row = await conn.fetchrow(q.CHANNEL_FOR_TEST, channel_id)
+    if row is None:
+        raise ApiFail(MSG_NOT_FOUND)
+    result = await run_channel_test(ctx, row, model_arg)
+    elapsed = round(result.elapsed, 3)
+    if not result.ok:
+        return fail(result.message, time=elapsed)
+    data = {"time": elapsed, "model": result.model, "status_code": result.status}
+    return ok(data, time=elapsed)
+
+
+_testing_all: set[int] = set()  # id() of the runtimes whose "test all" is running
+
+
+async def _test_all(ctx: Ctx, rows: list[Any]) -> None:
+    try:
+        for row in rows:
+            result = await run_channel_test(ctx, row, "")
+            if not result.ok:
+                log.info("channel %s test failed: %s", row["id"], result.message)
+    finally:
+        _testing_all.discard(id(ctx.rt))
+
+
+@routes.route("GET", "/api/channel/test", Level.ADMIN)
+async def test_all_channels(ctx: Ctx) -> web.StreamResponse:
+    """New API's ``TestAllChannels``: starts testing every enabled channel in the
+    background (one at a time, recording each latency) and answers at once; a second
+    call while a run is going is refused."""
+    if id(ctx.rt) in _testing_all:
+        raise ApiFail("A channel test run is already in progress")
+    async with ctx.rt.pool.acquire() as conn:
+        rows = await conn.fetch(q.CHANNELS_FOR_TEST_ALL)
+    _testing_all.add(id(ctx.rt))
+    ctx.rt.background.spawn(_test_all(ctx, list(rows)))
+    return ok()
+
+
+@routes.route("GET", "/api/channel/models", Level.ADMIN)
+async def channel_models(ctx: Ctx) -> web.StreamResponse:
+    """New API's built-in model list, as OpenAI model objects (the channel editor's
+    "fill in models" list): every model relaygate has a price for."""
+    return ok(
+        [
+            {"id": m, "object": "model", "created": MODEL_CREATED, "owned_by": owner_of(m)}
+            for m in ctx.rt.catalog.prices.models()
+        ]
+    )
+
+
+@routes.route("GET", "/api/channel/models_enabled", Level.ADMIN)
+async def enabled_models(ctx: Ctx) -> web.StreamResponse:
+    """Models some enabled channel serves."""
+    return ok(sorted(served_models(ctx.rt.catalog.channels)))
+
+
+@routes.route("DELETE", "/api/channel/disabled", Level.ADMIN)
+async def delete_disabled_channels(ctx: Ctx) -> web.StreamResponse:
+    """Deletes every disabled channel (manually or automatically); ``data`` = how many."""
+    async with ctx.rt.pool.acquire() as conn:
+        ids = [int(r["id"]) for r in await conn.fetch(q.DISABLED_CHANNEL_IDS)]
+    deleted = 0
+    for channel_id in ids:
+        try:
+            await ctx.admin.delete_channel(channel_id)
+            deleted += 1
+        except AdminError:
+            pass  # deleted concurrently
+    return ok(deleted)
 
 
 @routes.route("GET", "/api/channel/{id}", Level.ADMIN)

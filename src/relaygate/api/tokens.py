@@ -10,6 +10,7 @@ on every instance sees them; quota edits move ``limit`` only, never ``used``.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 from aiohttp import web
@@ -94,10 +95,48 @@ def _credits(value: Any, name: str) -> int:
     return round(value * QUOTA_PER_CREDIT)
 
 
-def parse_token_fields(body: dict[str, Any]) -> dict[str, Any]:
+MSG_MODELS_CONFLICT = (
+    "models and model_limits disagree: they are the same allowlist (an array and New API's "
+    "comma-separated string); send one of them, or both with the same models"
+)
+
+
+def _names(value: Any, name: str) -> list[str]:
+    names = [] if value is None else as_str_list(value, name)
+    return [n.strip() for n in names if n.strip()]
+
+
+def model_list(body: dict[str, Any], stored: list[str] | None) -> list[str] | None:
+    """The model allowlist a body asks for, from ``models`` (array) and/or
+    ``model_limits`` (New API's string); None when it asks for none.
+
+    GET returns both, so a client that edits one and PUTs the object back sends the other
+    unchanged: against the ``stored`` list, the one that changed wins. Both changed to
+    different lists (or, on create, both given and different) is a conflict, refused.
+    """
+    given = {k: _names(body[k], k) for k in ("models", "model_limits") if k in body}
+    if not given:
+        return None
+    if len(given) == 1:
+        return next(iter(given.values()))
+    models, limits = given["models"], given["model_limits"]
+    if set(models) == set(limits):
+        return models
+    if stored is not None:
+        if set(models) == set(stored):
+            return limits
+        if set(limits) == set(stored):
+            return models
+    raise ApiFail(MSG_MODELS_CONFLICT)
+
+
+def parse_token_fields(
+    body: dict[str, Any], stored_models: list[str] | None = None
+) -> dict[str, Any]:
     """Validated changes in ``Admin.update_token``'s vocabulary, from New API's token object
     and the seeds' extensions (``models`` array, ``*_credits``). Absent fields are absent;
     unknown and read-only fields (key, used_quota, user_id, times) are ignored as in New API.
+    ``stored_models`` (updates): the token's current allowlist, see ``model_list``.
     """
     out: dict[str, Any] = {}
     if "name" in body:
@@ -134,13 +173,9 @@ def parse_token_fields(body: dict[str, Any]) -> dict[str, Any]:
         out["expired_time"] = -1 if expired == 0 else expired
     if body.get("model_limits_enabled") is not None:
         out["model_limits_enabled"] = as_bool(body["model_limits_enabled"], "model_limits_enabled")
-    if "models" in body:
-        out["model_limits"] = (
-            [] if body["models"] is None else as_str_list(body["models"], "models")
-        )
-    elif "model_limits" in body:
-        raw = body["model_limits"]
-        out["model_limits"] = [] if raw is None else as_str_list(raw, "model_limits")
+    models = model_list(body, stored_models)
+    if models is not None:
+        out["model_limits"] = models
     if "allow_ips" in body:
         out["allow_ips"] = as_text_lines(body["allow_ips"], "allow_ips")
     if body.get("group") is not None:
@@ -267,6 +302,31 @@ def _is_status_only(ctx: Ctx, body: dict[str, Any]) -> bool:
     return "status" in body and set(body) <= {"id", "status"}
 
 
+def _full_update_status(
+    body: dict[str, Any], row: Any, changes: dict[str, Any], remain: int
+) -> None:
+    """A full-object PUT whose ``status`` differs from the token's current one changes it
+    (New API ignores ``status`` there, a silent no-op for a GET-modify-PUT); the same
+    ``status`` echoed back changes nothing. Enabling is checked against the values this
+    PUT leaves, so extending the expiry and enabling can be one call."""
+    if body.get("status") is None:
+        return
+    status = as_int(body["status"], "status", 1, 4)
+    current = effective_status(row, remain)
+    if status == current:
+        return
+    if status in (TOKEN_EXPIRED, TOKEN_EXHAUSTED):
+        raise ApiFail("status can be set to 1 (enabled) or 2 (disabled); 3 and 4 are computed")
+    if status == TOKEN_ENABLED:
+        expiry = changes.get("expired_time", int(row["expired_time"]))
+        if expiry != -1 and expiry <= time.time():
+            raise ApiFail(MSG_EXPIRED_CANNOT_ENABLE)
+        unlimited = changes.get("unlimited_quota", bool(row["unlimited_quota"]))
+        if not unlimited and changes.get("remain_quota", remain) <= 0:
+            raise ApiFail(MSG_EXHAUSTED_CANNOT_ENABLE)
+    changes["status"] = status
+
+
 @routes.route("PUT", "/api/token/", Level.USER)
 async def update_token(ctx: Ctx) -> web.StreamResponse:
     """New API's update: the full object with ``id`` (fields left out keep their value), or
@@ -288,7 +348,9 @@ async def update_token(ctx: Ctx) -> web.StreamResponse:
                 raise ApiFail(MSG_EXHAUSTED_CANNOT_ENABLE)
         changes: dict[str, Any] = {"status": status}
     else:
-        changes = parse_token_fields(body)
+        stored = [m for m in row["model_limits"].split(",") if m]
+        changes = parse_token_fields(body, stored)
+        _full_update_status(body, row, changes, limit - used)
         if changes.get("remain_quota") == limit - used:
             del changes["remain_quota"]  # echoed back unchanged: nothing to pin
         if "model_limits" in changes and "model_limits_enabled" not in changes:

@@ -91,9 +91,24 @@ def _profile_fields(body: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _permissions(role: int) -> dict[str, Any]:
+    """New API's ``calculateUserPermissions``: which console sidebar areas the role sees."""
+    if role >= ROLE_ROOT:
+        return {"sidebar_settings": False, "sidebar_modules": {}}
+    if role >= ROLE_ADMIN:
+        return {"sidebar_settings": True, "sidebar_modules": {"admin": {"setting": False}}}
+    return {"sidebar_settings": True, "sidebar_modules": {"admin": False}}
+
+
 @routes.route("GET", "/api/user/self", Level.USER)
 async def get_self(ctx: Ctx) -> web.StreamResponse:
-    return ok(await _view(ctx, await _row(ctx, ctx.me.id)))
+    """The caller's account as New API's ``GetSelf``: the admin's ``remark`` about the user
+    is hidden, and the console's ``permissions``/``sidebar_modules`` are added."""
+    view = await _view(ctx, await _row(ctx, ctx.me.id))
+    view.pop("remark", None)
+    view["sidebar_modules"] = ""
+    view["permissions"] = _permissions(ctx.me.role)
+    return ok(view)
 
 
 @routes.route("GET", "/api/user/token", Level.USER)

@@ -60,10 +60,22 @@ async def _with_admin(
         await redis.aclose()
 
 
+def read_password(stream: Any) -> str:
+    """The first line of ``stream`` without its line ending: the password for login."""
+    return str(stream.readline()).rstrip("\r\n")
+
+
 async def create_user(admin: Any, args: argparse.Namespace) -> Result:
+    """With ``--password-stdin`` the user can log in to a console (``/api/user/login``);
+    without, only the access token printed here gives API access."""
+    import sys
+
     from relaygate.admin import ROLES
 
-    uid, access = await admin.create_user(args.username, ROLES[args.role], args.quota, args.group)
+    password = read_password(sys.stdin) if getattr(args, "password_stdin", False) else ""
+    uid, access = await admin.create_user(
+        args.username, ROLES[args.role], args.quota, args.group, password=password
+    )
     return {"id": uid, "username": args.username, "role": ROLES[args.role], "access_token": access}
 
 

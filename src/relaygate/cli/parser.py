@@ -113,6 +113,12 @@ def _create_user(asub: Subparsers) -> None:
     )
     a.add_argument("--quota", type=int, default=0, help="starting balance (500000 = $1)")
     a.add_argument("--group", default="default", help="pricing/channel group (default: default)")
+    a.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the login password (8 to 20 characters) from the first line of stdin "
+        "(not a flag: command lines are visible to every local user)",
+    )
 
 
 def _create_channel(asub: Subparsers) -> None:

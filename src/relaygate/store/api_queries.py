@@ -10,6 +10,17 @@ SELECT id, username, role, status, "group" FROM users
 WHERE access_token_hash = $1 AND deleted_at IS NULL
 """
 
+USER_AUTH_BY_ID = """
+SELECT id, username, role, status, "group" FROM users WHERE id = $1 AND deleted_at IS NULL
+"""
+
+USER_LOGIN = """
+SELECT id, username, display_name, role, status, "group", password_hash FROM users
+WHERE username = $1 AND deleted_at IS NULL
+"""
+
+USER_PASSWORD_HASH = "SELECT password_hash FROM users WHERE id = $1 AND deleted_at IS NULL"
+
 # --- tokens ----------------------------------------------------------------------------------
 
 TOKEN_COLUMNS = """
@@ -125,6 +136,14 @@ SELECT id, type, name, key, base_url, models, "group", priority, weight, model_m
 FROM channels WHERE id = $1 AND deleted_at IS NULL
 """
 
+CHANNELS_FOR_TEST_ALL = """
+SELECT id, type, name, key, base_url, models, "group", priority, weight, model_mapping,
+       test_model
+FROM channels WHERE status = 1 AND deleted_at IS NULL ORDER BY id
+"""
+
+DISABLED_CHANNEL_IDS = "SELECT id FROM channels WHERE status <> 1 AND deleted_at IS NULL"
+
 # --- logs ------------------------------------------------------------------------------------
 
 LOG_COLUMNS = """
@@ -199,3 +218,39 @@ SELECT {LOG_COLUMNS}, '' AS channel_name FROM logs l
 WHERE l.token_id = $1 AND l.user_id = $2
 ORDER BY l.created_at DESC, l.id DESC LIMIT $3
 """
+
+# --- usage charts (New API's quota_data, derived from logs) --------------------------------
+
+QUOTA_DATA_ALL = """
+SELECT 0 AS user_id, '' AS username, model_name, (created_at / 3600) * 3600 AS created_at,
+       count(*) AS count, COALESCE(sum(quota), 0) AS quota,
+       COALESCE(sum(prompt_tokens + completion_tokens), 0) AS token_used
+FROM logs
+WHERE type = 2 AND created_at >= $1 AND created_at <= $2
+GROUP BY model_name, (created_at / 3600) * 3600
+ORDER BY 4, 3
+"""
+
+QUOTA_DATA_OF_USER = """
+SELECT user_id, max(username) AS username, model_name,
+       (created_at / 3600) * 3600 AS created_at,
+       count(*) AS count, COALESCE(sum(quota), 0) AS quota,
+       COALESCE(sum(prompt_tokens + completion_tokens), 0) AS token_used
+FROM logs
+WHERE type = 2 AND user_id = $1 AND created_at >= $2 AND created_at <= $3
+GROUP BY user_id, model_name, (created_at / 3600) * 3600
+ORDER BY 4, 3
+"""
+
+QUOTA_DATA_OF_USERNAME = """
+SELECT user_id, max(username) AS username, model_name,
+       (created_at / 3600) * 3600 AS created_at,
+       count(*) AS count, COALESCE(sum(quota), 0) AS quota,
+       COALESCE(sum(prompt_tokens + completion_tokens), 0) AS token_used
+FROM logs
+WHERE type = 2 AND username = $1 AND created_at >= $2 AND created_at <= $3
+GROUP BY user_id, model_name, (created_at / 3600) * 3600
+ORDER BY 4, 3
+"""
+
+OPTIONS_ALL = "SELECT key, value FROM options ORDER BY key"

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 from relaygate.api.auth import Level
 from relaygate.api.openapi.blocks import (
     ADMIN_LOG_FILTERS,
+    BOOL,
     ID_PARAM,
     INT,
     LOG_FILTERS,
@@ -19,6 +22,7 @@ from relaygate.api.openapi.blocks import (
     ref,
     success,
 )
+from relaygate.api.unsupported import UNSUPPORTED
 
 AUTH: list[dict[str, list[str]]] = [{"accessToken": [], "newApiUser": []}]
 KEY_AUTH: list[dict[str, list[str]]] = [{"skKey": []}]
@@ -168,7 +172,36 @@ PATHS: dict[str, dict[str, Schema]] = {
             "Last 1000 log rows of the presented sk- key", K, {"type": "array", "items": ref("Log")}
         ),
     },
-    "/api/user/self": {"get": op("The caller's account; quota = live remain", U, ref("User"))},
+    "/api/user/login": {
+        "post": op(
+            "Log in with username and password; sets the HttpOnly session cookie",
+            P,
+            ref("LoginData"),
+            body=obj({"username": STR, "password": STR}, ["username", "password"]),
+            description="429 with success:false after too many attempts per address or user.",
+        )
+    },
+    "/api/user/logout": {"get": op("End the login session and clear its cookie", P)},
+    "/api/user/register": {
+        "post": op(
+            "Register a common user (only when RELAYGATE_REGISTER_ENABLED)",
+            P,
+            body=obj({"username": STR, "password": STR}, ["username", "password"]),
+        )
+    },
+    "/api/user/auth/refresh": {
+        "post": op("Swap the login session for a fresh one", U, ref("LoginData"))
+    },
+    "/api/user/self": {
+        "get": op("The caller's account; quota = live remain", U, ref("User")),
+        "put": op(
+            "Change the caller's username, display name or password (needs original_password)",
+            U,
+            body=obj(
+                {"username": STR, "display_name": STR, "password": STR, "original_password": STR}
+            ),
+        ),
+    },
     "/api/user/token": {
         "get": op("Generate a new access token for the caller (the old one stops working)", U, STR),
     },
@@ -334,3 +367,122 @@ PATHS: dict[str, dict[str, Schema]] = {
         ),
     },
 }
+
+STRS: Schema = {"type": "array", "items": STR}
+ROOT = Level.ROOT
+QUOTA_ROW = obj(
+    {
+        "user_id": INT,
+        "username": STR,
+        "model_name": STR,
+        "created_at": INT,
+        "token_used": INT,
+        "count": INT,
+        "quota": INT,
+    },
+    ["model_name", "created_at", "token_used", "count", "quota"],
+)
+RANGE_PARAMS = [q("start_timestamp", INT), q("end_timestamp", INT)]
+GROUP_TABLE: Schema = {
+    "type": "object",
+    "additionalProperties": obj({"ratio": NUM, "desc": STR}, ["ratio", "desc"]),
+}
+
+PATHS.update(
+    {
+        "/api/user/models": {
+            "get": op(
+                "Models the caller's usable groups serve (?group= narrows to one)",
+                U,
+                STRS,
+                params=[q("group", STR)],
+            )
+        },
+        "/api/user/self/groups": {
+            "get": op("Groups the caller may give a token: {group: {ratio, desc}}", U, GROUP_TABLE)
+        },
+        "/api/user/groups": {"get": op("Groups anyone may pick", P, GROUP_TABLE)},
+        "/api/group/": {"get": op("Every group with a ratio", A, STRS)},
+        "/api/models": {
+            "get": op(
+                "Channel type -> model names (the channel editor's presets)",
+                U,
+                {"type": "object", "additionalProperties": STRS},
+            )
+        },
+        "/api/pricing": {
+            "get": op(
+                "Models with a price that an enabled channel serves, with ratios and groups",
+                P,
+                ok_schema=obj(
+                    {
+                        "success": {"const": True},
+                        "data": {"type": "array", "items": {"type": "object"}},
+                        "group_ratio": {"type": "object"},
+                        "usable_group": GROUP_TABLE,
+                    },
+                    ["success", "data", "group_ratio", "usable_group"],
+                ),
+            )
+        },
+        "/api/channel/models": {
+            "get": op(
+                "Every priced model as an OpenAI model object",
+                A,
+                {"type": "array", "items": obj({"id": STR, "object": STR}, ["id"])},
+            )
+        },
+        "/api/channel/models_enabled": {"get": op("Models an enabled channel serves", A, STRS)},
+        "/api/channel/test": {
+            "get": op("Start testing every enabled channel in the background", A)
+        },
+        "/api/channel/disabled": {
+            "delete": op("Delete every disabled channel; data = how many", A, INT)
+        },
+        "/api/data/self": {
+            "get": op(
+                "The caller's usage per model and hour (at most a month)",
+                U,
+                {"type": "array", "items": QUOTA_ROW},
+                params=RANGE_PARAMS,
+            )
+        },
+        "/api/data/": {
+            "get": op(
+                "Usage per model and hour, everyone's or one user's (at most a month)",
+                A,
+                {"type": "array", "items": QUOTA_ROW},
+                params=[*RANGE_PARAMS, q("username", STR)],
+            )
+        },
+        "/api/option/": {
+            "get": op(
+                "Stored options as [{key, value}] (secrets left out)",
+                ROOT,
+                {"type": "array", "items": obj({"key": STR, "value": STR}, ["key", "value"])},
+            )
+        },
+    }
+)
+
+PATHS["/api/setup"] = {
+    "get": op(
+        "Whether the instance is set up (always)",
+        P,
+        obj({"status": BOOL, "root_init": BOOL, "database_type": STR}),
+    )
+}
+for _content in ("/api/notice", "/api/about", "/api/home_page_content"):
+    PATHS[_content] = {"get": op("Console content (none: an empty string)", P, STR)}
+PATHS["/api/uptime/status"] = {"get": op("Uptime Kuma status groups (none)", P, {"type": "array"})}
+for _method, _path, _level, _reason in UNSUPPORTED:
+    _params = [
+        {"name": n, "in": "path", "required": True, "schema": STR}
+        for n in re.findall(r"\{(\w+)\}", _path)
+    ]
+    PATHS.setdefault(_path, {})[_method.lower()] = op(
+        "Not supported by relaygate (answers success: false)",
+        _level,
+        params=_params or None,
+        description=_reason,
+    )

@@ -280,6 +280,17 @@ SCHEMAS: dict[str, Schema] = {
         {"object": {"const": "list"}, "total_usage": {"type": "number", "description": "US cents"}},
         ["object", "total_usage"],
     ),
+    "LoginData": obj(
+        {
+            "id": INT,
+            "username": STR,
+            "display_name": STR,
+            "role": INT,
+            "status": INT,
+            "group": STR,
+        },
+        ["id", "username", "display_name", "role", "status", "group"],
+    ),
     "Status": obj(
         {
             "version": STR,
