@@ -475,9 +475,11 @@ PATHS["/api/setup"] = {
 for _content in ("/api/notice", "/api/about", "/api/home_page_content"):
     PATHS[_content] = {"get": op("Console content (none: an empty string)", P, STR)}
 PATHS["/api/uptime/status"] = {"get": op("Uptime Kuma status groups (none)", P, {"type": "array"})}
+# One non-empty path segment: an empty or dotted value would name another URL.
+SEGMENT = {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"}
 for _method, _path, _level, _reason in UNSUPPORTED:
     _params = [
-        {"name": n, "in": "path", "required": True, "schema": STR}
+        {"name": n, "in": "path", "required": True, "schema": SEGMENT}
         for n in re.findall(r"\{(\w+)\}", _path)
     ]
     PATHS.setdefault(_path, {})[_method.lower()] = op(
