@@ -112,6 +112,13 @@ class ChannelTable:
                 return _weighted(candidates)
         return None
 
+    def without(self, channel_id: int) -> ChannelTable:
+        """This table minus one channel (an auto-disabled one, until the reload that the
+        invalidation triggers drops it too)."""
+        if channel_id not in self.channels:
+            return self
+        return ChannelTable(c for c in self.channels.values() if c.id != channel_id)
+
     def models_for(self, group: str) -> frozenset[str]:
         return self._models_by_group.get(group, frozenset())
 

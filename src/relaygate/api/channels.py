@@ -14,6 +14,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from relaygate import health
 from relaygate.api.auth import Level
 from relaygate.api.envelope import ApiFail, fail, ok, page
 from relaygate.api.routing import Ctx, RouteTable
@@ -32,7 +33,6 @@ from relaygate.api.validation import (
 )
 from relaygate.api.views import channel_view
 from relaygate.channels import channel_from_row
-from relaygate.relay import dialects
 from relaygate.store import api_queries as q
 from relaygate.upstreams import refusal_of
 
@@ -154,17 +154,13 @@ async def test_channel(ctx: Ctx) -> web.StreamResponse:
         raise ApiFail(MSG_NOT_FOUND)
     channel = channel_from_row(row)
     model = model_arg or row["test_model"] or (sorted(channel.models) or ["gpt-4o-mini"])[0]
-    payload = {
-        "model": channel.upstream_model(model),
-        "messages": [{"role": "user", "content": "hi"}],
-        "max_tokens": 1,
-    }
+    path, payload, headers = health.test_call(channel, model)
     started = time.perf_counter()
     try:
         async with ctx.rt.http.post(
-            channel.base_url + "/v1/chat/completions",
+            channel.base_url + path,
             data=orjson.dumps(payload),
-            headers=dialects.upstream_headers(channel, dialects.OPENAI, {}),
+            headers=headers,
             timeout=TEST_TIMEOUT,
         ) as resp:
             body = await resp.read()
@@ -178,16 +174,16 @@ async def test_channel(ctx: Ctx) -> web.StreamResponse:
     if status != 200:
         return fail(f"Channel test failed: upstream answered HTTP {status}", time=round(elapsed, 3))
     try:
-        answer = orjson.loads(body)
-        valid = isinstance(answer, dict) and "choices" in answer
+        valid = health.is_test_answer(channel, orjson.loads(body))
     except orjson.JSONDecodeError:
         valid = False
     if not valid:
         return fail(
-            "Channel test failed: the upstream answer is not a chat completion",
+            "Channel test failed: the upstream answer is not one of its dialect",
             time=round(elapsed, 3),
         )
-    data = {"time": round(elapsed, 3), "model": model, "status_code": status}
+    enabled = await health.enable_after_test(ctx.rt, channel_id)
+    data = {"time": round(elapsed, 3), "model": model, "status_code": status, "enabled": enabled}
     return ok(data, time=round(elapsed, 3))
 
 

@@ -5,7 +5,7 @@ the request: no I/O, so the fuzz tests drive them directly."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from random import getrandbits
 from typing import Any
 
@@ -67,6 +67,9 @@ class Job:
     member: str
     ip: str
     t0: float
+    # Channels called, in order (failover); logged as other.admin_info.use_channel when
+    # more than one was.
+    attempts: list[int] = field(default_factory=list)
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:

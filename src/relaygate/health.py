@@ -1,0 +1,120 @@
+"""Channel health: automatic disable on an upstream's credential refusal or a configured
+error message, automatic re-enable after a successful channel test (New API's
+``AutomaticDisableChannelEnabled`` / ``AutomaticDisableKeywords`` /
+``AutomaticEnableChannelEnabled``).
+
+A disable is one PostgreSQL write (status 3, "auto-disabled") and the ``chan:<id>``
+invalidation every relay already listens to, so every relay process rebuilds its channel
+table without the channel; the process that saw the failure also drops it from its own
+table at once, so its very next request cannot pick it. It runs in the background, off the
+request: the hot path keeps zero PostgreSQL round trips.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from relaygate.channels import TYPE_ANTHROPIC, TYPE_GEMINI, Channel
+from relaygate.keys import msg_channel
+from relaygate.relay import dialects
+from relaygate.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+STATUS_ENABLED = 1
+STATUS_AUTO_DISABLED = 3
+MAX_SCANNED = 64 * 1024  # bytes of an error body searched for the keywords
+
+_DISABLE = "UPDATE channels SET status = 3 WHERE id = $1 AND status = 1 AND deleted_at IS NULL"
+_ENABLE = "UPDATE channels SET status = 1 WHERE id = $1 AND status = 3 AND deleted_at IS NULL"
+
+
+def disable_reason(
+    status: int, body: bytes, keywords: tuple[str, ...], connection_failed: bool = False
+) -> str | None:
+    """Why an upstream answer disables its channel (for the log), or None when it does not:
+    the upstream refused the channel key (401/403), or its error names a configured keyword
+    (a spent balance, a banned organization). A connection failure never disables: it says
+    nothing about the channel's credential."""
+    if connection_failed or status < 400:
+        return None
+    if status in (401, 403):
+        return f"upstream answered HTTP {status}"
+    if keywords:
+        text = body[:MAX_SCANNED].decode("utf-8", "replace").lower()
+        for word in keywords:
+            if word in text:
+                return f"upstream error mentions {word!r}"
+    return None
+
+
+def after_error(rt: Runtime, channel: Channel, status: int, body: bytes) -> None:
+    """Disable ``channel`` if its error calls for it (and the setting allows it)."""
+    settings = rt.settings
+    if not settings.auto_disable_channels:
+        return
+    reason = disable_reason(status, body, settings.auto_disable_keywords)
+    if reason is None:
+        return
+    rt.catalog.channels = rt.catalog.channels.without(channel.id)
+    rt.background.spawn(disable(rt, channel, reason))
+
+
+async def disable(rt: Runtime, channel: Channel, reason: str) -> bool:
+    """Set the channel auto-disabled and tell every relay; True if this call changed it."""
+    async with rt.pool.acquire() as conn:
+        done = await conn.execute(_DISABLE, channel.id)
+    changed = bool(done == "UPDATE 1")
+    if changed:
+        log.warning("channel %d (%s) auto-disabled: %s", channel.id, channel.name, reason)
+    await rt.redis.publish(rt.keys.inval_channel, msg_channel(channel.id))
+    return changed
+
+
+def test_call(channel: Channel, model: str) -> tuple[str, dict[str, Any], dict[str, str]]:
+    """(path, body, headers) of the smallest request in the channel type's own dialect: a
+    Claude channel is tested with a Messages call, a Gemini one with generateContent, the
+    rest with a chat completion."""
+    upstream = channel.upstream_model(model)
+    if channel.type == TYPE_ANTHROPIC:
+        body: dict[str, Any] = {
+            "model": upstream,
+            "max_tokens": 1,
+            "messages": [{"role": "user", "content": "hi"}],
+        }
+        return "/v1/messages", body, dialects.upstream_headers(channel, dialects.CLAUDE, {})
+    if channel.type == TYPE_GEMINI:
+        body = {
+            "contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+            "generationConfig": {"maxOutputTokens": 1},
+        }
+        path = dialects.upstream_path(dialects.GEMINI, "", upstream, False)
+        return path, body, dialects.upstream_headers(channel, dialects.GEMINI, {})
+    body = {"model": upstream, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+    return "/v1/chat/completions", body, dialects.upstream_headers(channel, dialects.OPENAI, {})
+
+
+def is_test_answer(channel: Channel, answer: Any) -> bool:
+    """The test call got an answer of its dialect (not, say, a proxy's HTML page)."""
+    if not isinstance(answer, dict):
+        return False
+    if channel.type == TYPE_ANTHROPIC:
+        return answer.get("type") == "message" and "content" in answer
+    if channel.type == TYPE_GEMINI:
+        return "candidates" in answer
+    return "choices" in answer
+
+
+async def enable_after_test(rt: Runtime, channel_id: int) -> bool:
+    """An auto-disabled channel that passed its test is enabled again (the setting allows
+    it; a channel an administrator disabled, status 2, stays disabled). True if changed."""
+    if not rt.settings.auto_enable_channels:
+        return False
+    async with rt.pool.acquire() as conn:
+        done = await conn.execute(_ENABLE, channel_id)
+    if done != "UPDATE 1":
+        return False
+    log.warning("channel %d re-enabled after a successful test", channel_id)
+    await rt.redis.publish(rt.keys.inval_channel, msg_channel(channel_id))
+    return True
