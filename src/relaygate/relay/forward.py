@@ -14,10 +14,10 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from relaygate import health, upstreams
+from relaygate import health, translate, upstreams
 from relaygate.channels import Channel
 from relaygate.redact import redact, redact_bytes
-from relaygate.relay import dialects, errors
+from relaygate.relay import dialects, errors, translated
 from relaygate.relay.accounting import settle, usage_event
 from relaygate.relay.request import Endpoint, Job, UpstreamBody, estimate_tokens
 from relaygate.relay.sse import SSEUsageFilter
@@ -39,6 +39,7 @@ class _Failed:
     content_type: str
     data: bytes
     t_up: float
+    translated: bool = False  # the upstream speaks another dialect than the caller
 
 
 async def forward(
@@ -65,12 +66,19 @@ async def forward(
         tried |= {channel.id}
         job.attempts.append(channel.id)
         upstream_model = channel.upstream_model(job.model)
-        if upstream_model != job.model and ep.dialect != dialects.GEMINI:
-            body["model"] = upstream_model
-            modified = True
-        payload = orjson.dumps(body) if modified else out.raw
-        url = channel.base_url + dialects.upstream_path(ep.dialect, ep.path, upstream_model, stream)
-        headers = dialects.upstream_headers(channel, ep.dialect, request.headers)
+        plan = translate.plan_for(ep.dialect, ep.path, channel.type)  # None: pass-through
+        if plan is not None:
+            path, payload = translate.request(plan, body, upstream_model, stream, out.max_output)
+            url = channel.base_url + path
+            headers = dialects.upstream_headers(channel, plan.upstream, request.headers)
+        else:
+            if upstream_model != job.model and ep.dialect != dialects.GEMINI:
+                body["model"] = upstream_model
+                modified = True
+            payload = orjson.dumps(body) if modified else out.raw
+            path = dialects.upstream_path(ep.dialect, ep.path, upstream_model, stream)
+            url = channel.base_url + path
+            headers = dialects.upstream_headers(channel, ep.dialect, request.headers)
         t_up = time.perf_counter()
         try:
             up = await rt.http.post(url, data=payload, headers=headers)
@@ -90,14 +98,23 @@ async def forward(
                 if up.status >= 400:
                     health.after_error(rt, channel, up.status, data)
                     ct = up.headers.get("Content-Type", JSON_CT)
-                    failed = _Failed(channel, up.status, ct, data, t_up)
+                    failed = _Failed(channel, up.status, ct, data, t_up, plan is not None)
                     if _retryable(settings.retry_statuses, up.status):
                         log.info(
                             "channel %d answered HTTP %d; trying the next", channel.id, up.status
                         )
                         continue
                     return await _failed(request, rt, job, failed, ep.dialect)
+                if plan is not None:
+                    return await translated.non_stream(
+                        request, rt, job, channel, plan, data, upstream_model, t_up
+                    )
                 return await _non_stream(request, rt, job, channel, up, data, t_up)
+            if plan is not None:
+                include_usage = not out.inject_usage
+                return await translated.stream(
+                    request, rt, job, channel, plan, up, upstream_model, include_usage, t_up
+                )
             return await _stream(request, rt, job, channel, up, out.inject_usage, t_up, ep.dialect)
         finally:
             up.release()
@@ -162,7 +179,7 @@ async def _failed(
     if failed.status in (401, 403):
         response = _upstream_auth_failed(job, failed.channel, failed.status, dialect, headers)
     else:
-        response = _upstream_error(failed, headers)
+        response = _upstream_error(failed, headers, dialect)
     return await _send_settled(request, rt, job, response, 0, None)
 
 
@@ -199,10 +216,15 @@ def _upstream_auth_failed(
     return response
 
 
-def _upstream_error(failed: _Failed, headers: dict[str, str]) -> web.Response:
+def _upstream_error(failed: _Failed, headers: dict[str, str], dialect: str) -> web.Response:
     """The upstream's own error, passed through with its status and body, minus anything
-    that looks like a credential (the channel key above all: relaygate.redact)."""
+    that looks like a credential (the channel key above all: relaygate.redact); one from an
+    upstream of another dialect is rewritten in the caller's, its message kept."""
     secrets = (failed.channel.key,)
+    if failed.translated:
+        headers["Content-Type"] = JSON_CT
+        body = translated.caller_error(dialect, failed.status, failed.data, secrets)
+        return web.Response(status=failed.status, body=body, headers=headers)
     headers["Content-Type"] = redact(failed.content_type, secrets)
     return web.Response(
         status=failed.status, body=redact_bytes(failed.data, secrets), headers=headers

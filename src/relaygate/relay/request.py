@@ -207,6 +207,9 @@ class UpstreamBody:
     raw: bytes
     modified: bool
     inject_usage: bool  # include_usage added by us: its chunk is not passed to the client
+    # Output bound per choice a translation sends when the client gave none (Anthropic
+    # requires max_tokens): what was reserved for.
+    max_output: int = 0
 
 
 def fit_body(
