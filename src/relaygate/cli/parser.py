@@ -16,7 +16,10 @@ Admin commands print one JSON object each, for scripting.
 """
 
 COMMON = ("database_url", "redis_url", "log_level", "key_prefix", "shards")
-SERVE = (*COMMON, "host", "port", "workers", "trusted_proxies")
+# ``serve`` and ``dev`` take a flag for every setting (``--with-worker`` is their own switch);
+# ``worker`` for every setting but the listening ones.
+SERVE = tuple(name for name in FIELDS if name != "with_worker")
+WORKER = tuple(n for n in SERVE if n not in ("host", "port", "workers", "trusted_proxies"))
 
 # What ``add_subparsers()`` returns; argparse keeps its class private.
 Subparsers = Any
@@ -48,7 +51,7 @@ def _serve(sub: Subparsers) -> None:
 
 def _worker(sub: Subparsers) -> None:
     p = sub.add_parser("worker", help="run the usage flusher")
-    add_setting_flags(p, COMMON)
+    add_setting_flags(p, WORKER)
 
 
 def _migrate(sub: Subparsers) -> None:
