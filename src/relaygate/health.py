@@ -15,9 +15,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from relaygate.channels import TYPE_ANTHROPIC, TYPE_GEMINI, Channel
+from relaygate.channels import TYPE_ANTHROPIC, TYPE_AZURE, TYPE_GEMINI, Channel
 from relaygate.keys import msg_channel
-from relaygate.relay import dialects
+from relaygate.relay import azure, dialects
 from relaygate.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -73,10 +73,16 @@ async def disable(rt: Runtime, channel: Channel, reason: str) -> bool:
 
 
 def test_call(channel: Channel, model: str) -> tuple[str, dict[str, Any], dict[str, str]]:
-    """(path, body, headers) of the smallest request in the channel type's own dialect: a
+    """(URL, body, headers) of the smallest request in the channel type's own dialect: a
     Claude channel is tested with a Messages call, a Gemini one with generateContent, the
-    rest with a chat completion."""
-    upstream = channel.upstream_model(model)
+    rest with a chat completion (at its deployment URL for Azure)."""
+    path, body, headers = _test_call(channel, channel.upstream_model(model))
+    if channel.type == TYPE_AZURE:
+        return azure.url(channel, path, channel.upstream_model(model)), body, headers
+    return channel.base_url + path, body, headers
+
+
+def _test_call(channel: Channel, upstream: str) -> tuple[str, dict[str, Any], dict[str, str]]:
     if channel.type == TYPE_ANTHROPIC:
         body: dict[str, Any] = {
             "model": upstream,

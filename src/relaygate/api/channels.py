@@ -94,6 +94,8 @@ def parse_channel_fields(body: dict[str, Any]) -> dict[str, Any]:
         out["model_mapping"] = _mapping(body["model_mapping"])
     if body.get("test_model") is not None:
         out["test_model"] = as_str(body["test_model"], "test_model", 255).strip()
+    if body.get("other") is not None:
+        out["other"] = as_str(body["other"], "other", 1000).strip()
     return out
 
 
@@ -154,11 +156,11 @@ async def test_channel(ctx: Ctx) -> web.StreamResponse:
         raise ApiFail(MSG_NOT_FOUND)
     channel = channel_from_row(row)
     model = model_arg or row["test_model"] or (sorted(channel.models) or ["gpt-4o-mini"])[0]
-    path, payload, headers = health.test_call(channel, model)
+    url, payload, headers = health.test_call(channel, model)
     started = time.perf_counter()
     try:
         async with ctx.rt.http.post(
-            channel.base_url + path,
+            url,
             data=orjson.dumps(payload),
             headers=headers,
             timeout=TEST_TIMEOUT,
@@ -227,6 +229,7 @@ async def create_channel(ctx: Ctx) -> web.StreamResponse:
                 model_mapping=fields.get("model_mapping", ""),
                 status=fields.get("status", 1),
                 test_model=fields.get("test_model", ""),
+                other=fields.get("other", ""),
             )
         )
     if mode == "batch":

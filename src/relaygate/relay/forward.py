@@ -15,9 +15,9 @@ import orjson
 from aiohttp import web
 
 from relaygate import health, translate, upstreams
-from relaygate.channels import Channel
+from relaygate.channels import TYPE_AZURE, Channel
 from relaygate.redact import redact, redact_bytes
-from relaygate.relay import dialects, errors, translated
+from relaygate.relay import azure, dialects, errors, translated
 from relaygate.relay.accounting import settle, usage_event
 from relaygate.relay.request import Endpoint, Job, UpstreamBody, estimate_tokens
 from relaygate.relay.sse import SSEUsageFilter
@@ -79,6 +79,8 @@ async def forward(
             path = dialects.upstream_path(ep.dialect, ep.path, upstream_model, stream)
             url = channel.base_url + path
             headers = dialects.upstream_headers(channel, ep.dialect, request.headers)
+        if channel.type == TYPE_AZURE:
+            url = azure.url(channel, path, upstream_model)
         t_up = time.perf_counter()
         try:
             up = await rt.http.post(url, data=payload, headers=headers)
