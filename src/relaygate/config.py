@@ -117,6 +117,9 @@ class Settings:
         "your account is not authorized",
     )
     auto_enable_channels: bool = True
+    # Seconds between tests of the auto-disabled channels (one relay per round; those that
+    # pass are enabled again). 0 = never: only GET /api/channel/test/{id} re-enables.
+    channel_retest_seconds: float = 0.0
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -307,6 +310,7 @@ FIELDS: dict[str, tuple[str, Parser]] = {
     "auto_disable_channels": ("RELAYGATE_AUTO_DISABLE_CHANNELS", _parse_bool),
     "auto_disable_keywords": ("RELAYGATE_AUTO_DISABLE_KEYWORDS", _parse_keywords),
     "auto_enable_channels": ("RELAYGATE_AUTO_ENABLE_CHANNELS", _parse_bool),
+    "channel_retest_seconds": ("RELAYGATE_CHANNEL_RETEST_SECONDS", _parse_float),
 }
 
 

@@ -13,12 +13,18 @@ request: the hot path keeps zero PostgreSQL round trips.
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import dataclass
 from typing import Any
 
-from relaygate.channels import TYPE_ANTHROPIC, TYPE_AZURE, TYPE_GEMINI, Channel
+import aiohttp
+import orjson
+
+from relaygate.channels import TYPE_ANTHROPIC, TYPE_AZURE, TYPE_GEMINI, Channel, channel_from_row
 from relaygate.keys import msg_channel
 from relaygate.relay import azure, dialects
 from relaygate.runtime import Runtime
+from relaygate.upstreams import refusal_of
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +118,11 @@ def is_test_answer(channel: Channel, answer: Any) -> bool:
     return "choices" in answer
 
 
-async def enable_after_test(rt: Runtime, channel_id: int) -> bool:
+async def enable_after_test(rt: Runtime, channel_id: int, force: bool = False) -> bool:
     """An auto-disabled channel that passed its test is enabled again (the setting allows
-    it; a channel an administrator disabled, status 2, stays disabled). True if changed."""
-    if not rt.settings.auto_enable_channels:
+    it, or ``force``: the periodic retest is its own setting; a channel an administrator
+    disabled, status 2, stays disabled). True if changed."""
+    if not (rt.settings.auto_enable_channels or force):
         return False
     async with rt.pool.acquire() as conn:
         done = await conn.execute(_ENABLE, channel_id)
@@ -124,3 +131,72 @@ async def enable_after_test(rt: Runtime, channel_id: int) -> bool:
     log.warning("channel %d re-enabled after a successful test", channel_id)
     await rt.redis.publish(rt.keys.inval_channel, msg_channel(channel_id))
     return True
+
+
+TEST_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=10)
+
+
+@dataclass(frozen=True, slots=True)
+class TestResult:
+    failure: str | None  # why the test failed (no key, no base URL), None = passed
+    seconds: float
+    answered: bool  # the upstream answered (its latency is worth recording)
+
+
+async def run_test(rt: Runtime, channel: Channel, model: str) -> TestResult:
+    """One smallest call in the channel type's dialect (``test_call``), judged."""
+    url, payload, headers = test_call(channel, model)
+    started = time.perf_counter()
+    try:
+        async with rt.http.post(
+            url, data=orjson.dumps(payload), headers=headers, timeout=TEST_TIMEOUT
+        ) as resp:
+            body = await resp.read()
+            status = resp.status
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        reason = refusal_of(exc) or type(exc).__name__  # names an address, never the key
+        return TestResult(reason, time.perf_counter() - started, False)
+    elapsed = time.perf_counter() - started
+    if status != 200:
+        return TestResult(f"upstream answered HTTP {status}", elapsed, True)
+    try:
+        valid = is_test_answer(channel, orjson.loads(body))
+    except orjson.JSONDecodeError:
+        valid = False
+    if not valid:
+        return TestResult("the upstream answer is not one of its dialect", elapsed, True)
+    return TestResult(None, elapsed, True)
+
+
+_AUTO_DISABLED = (
+    'SELECT id, type, name, key, base_url, models, "group", priority, weight, model_mapping,'
+    " test_model, other FROM channels WHERE status = 3 AND deleted_at IS NULL ORDER BY id"
+)
+
+
+async def retest_periodically(rt: Runtime) -> None:
+    """Every ``RELAYGATE_CHANNEL_RETEST_SECONDS`` (0 = never), test the auto-disabled
+    channels and re-enable those that pass. One relay per round does it (a Redis lock that
+    expires with the round), whichever takes the lock first."""
+    interval = rt.settings.channel_retest_seconds
+    if interval <= 0:
+        return
+    background = rt.background
+    lock = f"{rt.keys.prefix}:chan-retest"
+    while not background.closing.is_set():
+        await background.pause(interval)
+        try:
+            if not await rt.redis.set(lock, rt.instance, nx=True, px=int(interval * 1000)):
+                continue
+            async with rt.pool.acquire() as conn:
+                rows = await conn.fetch(_AUTO_DISABLED)
+            for row in rows:
+                channel = channel_from_row(row)
+                model = row["test_model"] or (sorted(channel.models) or ["gpt-4o-mini"])[0]
+                result = await run_test(rt, channel, model)
+                if result.failure is None:
+                    await enable_after_test(rt, channel.id, force=True)
+                else:
+                    log.info("channel %d still failing its test: %s", channel.id, result.failure)
+        except Exception as exc:  # keep testing through PostgreSQL or Redis outages
+            log.warning("periodic channel test failed: %s", exc)

@@ -7,10 +7,8 @@ so every relay rebuilds its channel table before its next request can pick the o
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-import aiohttp
 import orjson
 from aiohttp import web
 
@@ -34,13 +32,11 @@ from relaygate.api.validation import (
 from relaygate.api.views import channel_view
 from relaygate.channels import channel_from_row
 from relaygate.store import api_queries as q
-from relaygate.upstreams import refusal_of
 
 routes = RouteTable()
 
 MSG_NOT_FOUND = "Channel does not exist"
 DEFAULT_BASE_URL = "https://api.openai.com"
-TEST_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=10)
 MAX_PRIORITY = 10**9
 MAX_KEYS_PER_BATCH = 100
 
@@ -156,37 +152,15 @@ async def test_channel(ctx: Ctx) -> web.StreamResponse:
         raise ApiFail(MSG_NOT_FOUND)
     channel = channel_from_row(row)
     model = model_arg or row["test_model"] or (sorted(channel.models) or ["gpt-4o-mini"])[0]
-    url, payload, headers = health.test_call(channel, model)
-    started = time.perf_counter()
-    try:
-        async with ctx.rt.http.post(
-            url,
-            data=orjson.dumps(payload),
-            headers=headers,
-            timeout=TEST_TIMEOUT,
-        ) as resp:
-            body = await resp.read()
-            status = resp.status
-    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-        elapsed = time.perf_counter() - started
-        reason = refusal_of(exc) or type(exc).__name__  # names an address, never the key
-        return fail(f"Channel test failed: {reason}", time=round(elapsed, 3))
-    elapsed = time.perf_counter() - started
-    await ctx.admin.record_channel_test(channel_id, int(elapsed * 1000))
-    if status != 200:
-        return fail(f"Channel test failed: upstream answered HTTP {status}", time=round(elapsed, 3))
-    try:
-        valid = health.is_test_answer(channel, orjson.loads(body))
-    except orjson.JSONDecodeError:
-        valid = False
-    if not valid:
-        return fail(
-            "Channel test failed: the upstream answer is not one of its dialect",
-            time=round(elapsed, 3),
-        )
+    result = await health.run_test(ctx.rt, channel, model)
+    elapsed = round(result.seconds, 3)
+    if result.answered:
+        await ctx.admin.record_channel_test(channel_id, int(result.seconds * 1000))
+    if result.failure is not None:
+        return fail(f"Channel test failed: {result.failure}", time=elapsed)
     enabled = await health.enable_after_test(ctx.rt, channel_id)
-    data = {"time": round(elapsed, 3), "model": model, "status_code": status, "enabled": enabled}
-    return ok(data, time=round(elapsed, 3))
+    data = {"time": elapsed, "model": model, "status_code": 200, "enabled": enabled}
+    return ok(data, time=elapsed)
 
 
 @routes.route("GET", "/api/channel/{id}", Level.ADMIN)
