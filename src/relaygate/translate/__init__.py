@@ -155,7 +155,12 @@ class StreamTranslator:
         if usage is not None:
             self.usage = usage
         self._rid = self._rid or str(event.get("id", ""))
-        if event.get("choices") == []:
+        choices = event.get("choices")
+        if isinstance(choices, list) and any(
+            isinstance(c, dict) and c.get("finish_reason") for c in choices
+        ):
+            self._openai_done = True  # the answer ended ([DONE] may follow, or not)
+        if choices == []:
             return []  # the usage-only chunk: sent again, from the kept usage, at the end
         return [{**event, "usage": None} if "usage" in event else event]
 
