@@ -67,6 +67,7 @@ services: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_bench.py
+	$(BIN)/python bench/translate_bench.py
 
 bench-locust: $(STAMP)
 	$(BIN)/python bench/run_locust.py

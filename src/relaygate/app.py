@@ -13,7 +13,7 @@ import aiohttp
 from aiohttp import web
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from relaygate import metrics, upstreams
+from relaygate import health, metrics, upstreams
 from relaygate.accounts import Accounts
 from relaygate.appkeys import DRAINING, RUNTIME, SETTINGS
 from relaygate.config import Settings
@@ -156,6 +156,7 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(rt.invalidations.run(bg), name="invalidations"),
         asyncio.create_task(rt.catalog.refresh_periodically(bg), name="refresh"),
         asyncio.create_task(rt.heartbeat.run(bg), name="heartbeat"),
+        asyncio.create_task(health.retest_periodically(rt), name="channel-retest"),
     ]
     yield
     bg.closing.set()

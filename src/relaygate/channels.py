@@ -17,6 +17,7 @@ import orjson
 from relaygate.upstreams import normalize_base_url
 
 TYPE_OPENAI = 1
+TYPE_AZURE = 3
 TYPE_CUSTOM = 8
 TYPE_ANTHROPIC = 14
 TYPE_GEMINI = 24
@@ -34,15 +35,16 @@ class Channel:
     priority: int
     weight: int
     model_mapping: dict[str, str]
+    other: str = ""  # New API's free field: an Azure channel's api-version
     # What an OpenAI-dialect call sends (built once: aiohttp copies headers, never mutates).
     bearer_headers: dict[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        headers = {
-            "Content-Type": "application/json",
-            "Accept-Encoding": "identity",
-            "Authorization": f"Bearer {self.key}",
-        }
+        headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
+        if self.type == TYPE_AZURE:
+            headers["api-key"] = self.key  # Azure OpenAI's key header
+        else:
+            headers["Authorization"] = f"Bearer {self.key}"
         object.__setattr__(self, "bearer_headers", headers)
 
     def __repr__(self) -> str:  # keep the key out of any accidental log line
@@ -74,6 +76,7 @@ def channel_from_row(row: Any) -> Channel:
         priority=int(row["priority"]),
         weight=int(row["weight"]),
         model_mapping=mapping,
+        other=row.get("other") or "",
     )
 
 
@@ -111,6 +114,13 @@ class ChannelTable:
             if candidates:
                 return _weighted(candidates)
         return None
+
+    def without(self, channel_id: int) -> ChannelTable:
+        """This table minus one channel (an auto-disabled one, until the reload that the
+        invalidation triggers drops it too)."""
+        if channel_id not in self.channels:
+            return self
+        return ChannelTable(c for c in self.channels.values() if c.id != channel_id)
 
     def models_for(self, group: str) -> frozenset[str]:
         return self._models_by_group.get(group, frozenset())

@@ -114,6 +114,29 @@ class Settings:
     max_body_bytes: int = 32 * 1024 * 1024
     # Allocations between young-generation garbage collections in `serve` (0 = Python's 700).
     gc_gen0: int = 50_000
+    # Failover (relaygate.relay.forward): channels one request may try, and the upstream
+    # statuses that move it to the next channel (same priority tier first, then lower ones)
+    # while nothing has reached the client yet. Connection errors always move on.
+    channel_attempts: int = 3
+    retry_statuses: frozenset[int] = frozenset((429, *range(500, 600)))
+    # Channel health (relaygate.health): an upstream 401/403, or an error whose message holds
+    # one of these keywords (New API's AutomaticDisableKeywords; case-insensitive, one per
+    # line or "|"-separated), sets the channel to auto-disabled (status 3) in every relay;
+    # a successful channel test sets an auto-disabled channel back to enabled.
+    auto_disable_channels: bool = True
+    auto_disable_keywords: tuple[str, ...] = (
+        "your credit balance is too low",
+        "this organization has been disabled",
+        "you exceeded your current quota",
+        "permission denied",
+        "the security token included in the request is invalid",
+        "operation not allowed",
+        "your account is not authorized",
+    )
+    auto_enable_channels: bool = True
+    # Seconds between tests of the auto-disabled channels (one relay per round; those that
+    # pass are enabled again). 0 = never: only GET /api/channel/test/{id} re-enables.
+    channel_retest_seconds: float = 0.0
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -200,6 +223,28 @@ def _parse_networks(
         except ValueError:
             raise ConfigError(f"{name}: {part!r} is not an IP address or CIDR") from None
     return tuple(nets)
+
+
+def _parse_statuses(name: str, raw: str) -> frozenset[int]:
+    """``429,500-599``: HTTP statuses, single or as inclusive ranges."""
+    out: set[int] = set()
+    for part in raw.replace(" ", "").split(","):
+        if not part:
+            continue
+        low, _, high = part.partition("-")
+        try:
+            first, last = int(low), int(high or low)
+        except ValueError:
+            raise ConfigError(f"{name}: {part!r} is not a status or a range like 500-599") from None
+        if not 400 <= first <= last <= 599:
+            raise ConfigError(f"{name}: {part!r} must be error statuses between 400 and 599")
+        out.update(range(first, last + 1))
+    return frozenset(out)
+
+
+def _parse_keywords(name: str, raw: str) -> tuple[str, ...]:
+    words = (w.strip().lower() for w in raw.replace("|", "\n").split("\n"))
+    return tuple(w for w in words if w)
 
 
 def _parse_ca_file(name: str, raw: str) -> str:
@@ -291,6 +336,12 @@ FIELDS: dict[str, tuple[str, Parser]] = {
     "with_worker": ("RELAYGATE_WITH_WORKER", _parse_bool),
     "max_body_bytes": ("RELAYGATE_MAX_BODY_BYTES", lambda n, r: _parse_int(n, r, 1024)),
     "gc_gen0": ("RELAYGATE_GC_GEN0", lambda n, r: _parse_int(n, r, 0, 10_000_000)),
+    "channel_attempts": ("RELAYGATE_CHANNEL_ATTEMPTS", lambda n, r: _parse_int(n, r, 1, 20)),
+    "retry_statuses": ("RELAYGATE_RETRY_STATUSES", _parse_statuses),
+    "auto_disable_channels": ("RELAYGATE_AUTO_DISABLE_CHANNELS", _parse_bool),
+    "auto_disable_keywords": ("RELAYGATE_AUTO_DISABLE_KEYWORDS", _parse_keywords),
+    "auto_enable_channels": ("RELAYGATE_AUTO_ENABLE_CHANNELS", _parse_bool),
+    "channel_retest_seconds": ("RELAYGATE_CHANNEL_RETEST_SECONDS", _parse_float),
 }
 
 

@@ -80,6 +80,13 @@ class Echo:
 
 
 @pytest.fixture
+def settings(settings):
+    """These tests call the same echo channels for refusal after refusal: automatic
+    disabling (issue 15, tests/integration/test_channel_health.py) would take them away."""
+    return settings.replace(auto_disable_channels=False)
+
+
+@pytest.fixture
 async def echo() -> AsyncIterator[tuple[Echo, str]]:
     upstream = Echo()
     app = web.Application()

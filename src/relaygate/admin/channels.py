@@ -41,6 +41,7 @@ class ChannelAdmin(AdminBase):
         model_mapping: str = "",
         status: int = 1,
         test_model: str = "",
+        other: str = "",
     ) -> int:
         if not key:
             raise AdminError("channel key cannot be empty")
@@ -53,8 +54,8 @@ class ChannelAdmin(AdminBase):
         async with self.pool.acquire() as conn:
             channel_id = await conn.fetchval(
                 'INSERT INTO channels (type, name, key, base_url, models, "group", priority,'
-                " weight, model_mapping, status, test_model)"
-                " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)"
+                " weight, model_mapping, status, test_model, other)"
+                " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)"
                 " RETURNING id",
                 type_,
                 name,
@@ -67,6 +68,7 @@ class ChannelAdmin(AdminBase):
                 model_mapping,
                 status,
                 test_model,
+                other,
             )
         await self.announce_channel(int(channel_id))
         return int(channel_id)
@@ -81,7 +83,8 @@ class ChannelAdmin(AdminBase):
             args.append(value)
             sets.append(f'"{column}" = ${len(args)}')
 
-        for field in ("type", "name", "priority", "weight", "model_mapping", "test_model", "group"):
+        fields = ("type", "name", "priority", "weight", "model_mapping", "test_model", "group")
+        for field in (*fields, "other"):
             if field in changes:
                 put(field, changes[field])
         if changes.get("key"):

@@ -8,14 +8,13 @@ so every relay rebuilds its channel table before its next request can pick the o
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import orjson
 from aiohttp import web
 
+from relaygate import health
 from relaygate.admin import AdminError
 from relaygate.api.auth import Level
 from relaygate.api.catalog import MODEL_CREATED, owner_of, served_models
@@ -36,16 +35,13 @@ from relaygate.api.validation import (
 )
 from relaygate.api.views import channel_view
 from relaygate.channels import channel_from_row
-from relaygate.relay import dialects
 from relaygate.store import api_queries as q
-from relaygate.upstreams import refusal_of
 
 routes = RouteTable()
 
 MSG_NOT_FOUND = "Channel does not exist"
 DEFAULT_BASE_URL = "https://api.openai.com"
 log = logging.getLogger(__name__)
-TEST_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=10)
 MAX_PRIORITY = 10**9
 MAX_KEYS_PER_BATCH = 100
 
@@ -99,6 +95,8 @@ def parse_channel_fields(body: dict[str, Any]) -> dict[str, Any]:
         out["model_mapping"] = _mapping(body["model_mapping"])
     if body.get("test_model") is not None:
         out["test_model"] = as_str(body["test_model"], "test_model", 255).strip()
+    if body.get("other") is not None:
+        out["other"] = as_str(body["other"], "other", 1000).strip()
     return out
 
 
@@ -154,45 +152,21 @@ class TestResult:
     elapsed: float
     model: str
     status: int = 0
+    enabled: bool = False  # an auto-disabled channel was re-enabled by this test
 
 
 async def run_channel_test(ctx: Ctx, row: Any, model_arg: str) -> TestResult:
-    """One ``max_tokens: 1`` chat completion through the channel; records the latency."""
+    """One small request in the channel type's own dialect (health.run_test); records the
+    latency and re-enables a channel that was disabled automatically."""
     channel = channel_from_row(row)
     model = model_arg or row["test_model"] or (sorted(channel.models) or ["gpt-4o-mini"])[0]
-    payload = {
-        "model": channel.upstream_model(model),
-        "messages": [{"role": "user", "content": "hi"}],
-        "max_tokens": 1,
-    }
-    started = time.perf_counter()
-    try:
-        async with ctx.rt.http.post(
-            channel.base_url + "/v1/chat/completions",
-            data=orjson.dumps(payload),
-            headers=dialects.upstream_headers(channel, dialects.OPENAI, {}),
-            timeout=TEST_TIMEOUT,
-        ) as resp:
-            body = await resp.read()
-            status = resp.status
-    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-        elapsed = time.perf_counter() - started
-        reason = refusal_of(exc) or type(exc).__name__  # names an address, never the key
-        return TestResult(False, f"Channel test failed: {reason}", elapsed, model)
-    elapsed = time.perf_counter() - started
-    await ctx.admin.record_channel_test(int(row["id"]), int(elapsed * 1000))
-    if status != 200:
-        message = f"Channel test failed: upstream answered HTTP {status}"
-        return TestResult(False, message, elapsed, model, status)
-    try:
-        answer = orjson.loads(body)
-        valid = isinstance(answer, dict) and "choices" in answer
-    except orjson.JSONDecodeError:
-        valid = False
-    if not valid:
-        message = "Channel test failed: the upstream answer is not a chat completion"
-        return TestResult(False, message, elapsed, model, status)
-    return TestResult(True, "", elapsed, model, status)
+    result = await health.run_test(ctx.rt, channel, model)
+    if result.answered:
+        await ctx.admin.record_channel_test(int(row["id"]), int(result.seconds * 1000))
+    if result.failure is not None:
+        return TestResult(False, f"Channel test failed: {result.failure}", result.seconds, model)
+    enabled = await health.enable_after_test(ctx.rt, int(row["id"]))
+    return TestResult(True, "", result.seconds, model, 200, enabled)
 
 
 @routes.route("GET", "/api/channel/test/{id}", Level.ADMIN)
@@ -209,7 +183,12 @@ async def test_channel(ctx: Ctx) -> web.StreamResponse:
     elapsed = round(result.elapsed, 3)
     if not result.ok:
         return fail(result.message, time=elapsed)
-    data = {"time": elapsed, "model": result.model, "status_code": result.status}
+    data = {
+        "time": elapsed,
+        "model": result.model,
+        "status_code": result.status,
+        "enabled": result.enabled,
+    }
     return ok(data, time=elapsed)
 
 
@@ -313,6 +292,7 @@ async def create_channel(ctx: Ctx) -> web.StreamResponse:
                 model_mapping=fields.get("model_mapping", ""),
                 status=fields.get("status", 1),
                 test_model=fields.get("test_model", ""),
+                other=fields.get("other", ""),
             )
         )
     if mode == "batch":

@@ -155,7 +155,7 @@ def channel_view(row: Any) -> dict[str, Any]:
         "used_quota": int(row["used_quota"]),
         "balance": 0,
         "tag": "",
-        "other": "",
+        "other": row["other"],
     }
 
 

@@ -204,6 +204,9 @@ def usage_event(
 ) -> bytes:
     meta = job.meta
     other = job.rates.event_other(estimated, job.reserved)
+    if len(job.attempts) > 1:  # New API's record of the channels a retried request tried
+        tried = ",".join(f'"{c}"' for c in job.attempts)
+        other = f'{other[:-1]},"admin_info":{{"use_channel":[{tried}]}}}}'
     return events.encode(
         {
             "rid": job.rid,

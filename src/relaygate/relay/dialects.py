@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from relaygate.channels import TYPE_ANTHROPIC, TYPE_GEMINI, Channel
+from relaygate.channels import TYPE_ANTHROPIC, TYPE_AZURE, TYPE_GEMINI, Channel
 
 OPENAI = "openai"
 CLAUDE = "claude"
@@ -165,8 +165,10 @@ def upstream_path(dialect: str, path: str, model: str, stream: bool) -> str:
 def upstream_headers(channel: Channel, dialect: str, client_headers: Any) -> dict[str, str]:
     """Headers of a call to ``channel``; the caller may not modify the returned dict (the
     OpenAI-to-OpenAI one is built once per channel)."""
-    if dialect == OPENAI and channel.type not in (TYPE_ANTHROPIC, TYPE_GEMINI):
-        return channel.bearer_headers
+    if channel.type == TYPE_AZURE or (
+        dialect == OPENAI and channel.type not in (TYPE_ANTHROPIC, TYPE_GEMINI)
+    ):
+        return channel.bearer_headers  # an Azure channel's carry its api-key header
     headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
     if channel.type == TYPE_ANTHROPIC or (dialect == CLAUDE and channel.type not in (TYPE_GEMINI,)):
         headers["x-api-key"] = channel.key

@@ -8,15 +8,16 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 
 import aiohttp
 import orjson
 from aiohttp import web
 
-from relaygate import upstreams
-from relaygate.channels import Channel
+from relaygate import health, translate, upstreams
+from relaygate.channels import TYPE_AZURE, Channel
 from relaygate.redact import redact, redact_bytes
-from relaygate.relay import dialects, errors
+from relaygate.relay import azure, dialects, errors, translated
 from relaygate.relay.accounting import settle, usage_event
 from relaygate.relay.request import Endpoint, Job, UpstreamBody, estimate_tokens
 from relaygate.relay.sse import SSEUsageFilter
@@ -24,9 +25,21 @@ from relaygate.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-MAX_CHANNEL_ATTEMPTS = 2
 MAX_HELD = 64 * 1024  # bytes after the end marker held for the last write; beyond, sent on
 JSON_CT = "application/json"
+
+
+@dataclass(slots=True)
+class _Failed:
+    """An upstream error answer kept while the next channel is tried: the last one is what
+    the client gets when no channel answers."""
+
+    channel: Channel
+    status: int
+    content_type: str
+    data: bytes
+    t_up: float
+    translated: bool = False  # the upstream speaks another dialect than the caller
 
 
 async def forward(
@@ -37,42 +50,94 @@ async def forward(
     out: UpstreamBody,
     stream: bool,
 ) -> tuple[web.StreamResponse, bool]:
-    """Call a channel (another one on a connection failure) and settle. Returns (response,
-    settled); when settled is False the caller refunds."""
+    """Call a channel, the next one on a failure before anything reached the client (a
+    connection error, a timeout, a retryable status: docs/failover.md), and settle the
+    attempt that answered. Returns (response, settled); when settled is False the caller
+    refunds. Failed attempts cost nothing: only the answering one is settled."""
     body, modified = out.body, out.modified
     tried: frozenset[int] = frozenset()
-    for attempt in range(MAX_CHANNEL_ATTEMPTS):
-        channel = rt.catalog.channels.pick(job.meta.group, job.model, attempt, tried)
+    failed: _Failed | None = None
+    settings = rt.settings
+    for _ in range(settings.channel_attempts):
+        # Same priority tier first (minus the channels tried), then the lower tiers.
+        channel = rt.catalog.channels.pick(job.meta.group, job.model, 0, tried)
         if channel is None:
             break
         tried |= {channel.id}
         job.channel_id = channel.id
+        job.attempts.append(channel.id)
         upstream_model = channel.upstream_model(job.model)
-        if upstream_model != job.model and ep.dialect != dialects.GEMINI:
-            body["model"] = upstream_model
-            modified = True
-        payload = orjson.dumps(body) if modified else out.raw
-        url = channel.base_url + dialects.upstream_path(ep.dialect, ep.path, upstream_model, stream)
-        headers = dialects.upstream_headers(channel, ep.dialect, request.headers)
+        plan = translate.plan_for(ep.dialect, ep.path, channel.type)  # None: pass-through
+        if plan is not None:
+            path, payload = translate.request(plan, body, upstream_model, stream, out.max_output)
+            url = channel.base_url + path
+            headers = dialects.upstream_headers(channel, plan.upstream, request.headers)
+        else:
+            if upstream_model != job.model and ep.dialect != dialects.GEMINI:
+                body["model"] = upstream_model
+                modified = True
+            payload = orjson.dumps(body) if modified else out.raw
+            path = dialects.upstream_path(ep.dialect, ep.path, upstream_model, stream)
+            url = channel.base_url + path
+            headers = dialects.upstream_headers(channel, ep.dialect, request.headers)
+        if channel.type == TYPE_AZURE:
+            url = azure.url(channel, path, upstream_model)
         t_up = time.perf_counter()
         try:
             up = await rt.http.post(url, data=payload, headers=headers)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            refusal = upstreams.refusal_of(exc)
-            if refusal is not None:
-                log.warning("channel %d not called: %s", channel.id, refusal)
-            else:
-                log.warning("channel %d unreachable (%s)", channel.id, type(exc).__name__)
+            _log_unreachable(channel, exc)
             continue
         try:
-            if up.status >= 400 or not stream or not _is_event_stream(up):
+            streaming = stream and up.status < 400 and _is_event_stream(up)
+            if not streaming:
                 # An upstream that answers a stream request with a plain body is billed
                 # (and passed on) like any body: it delivered the answer.
-                return await _non_stream(request, rt, job, channel, up, t_up, ep.dialect)
+                try:
+                    data = await up.read()
+                except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                    log.warning("channel %d failed mid-answer (%s)", channel.id, type(exc).__name__)
+                    continue  # nothing reached the client yet: the next channel may answer
+                if up.status >= 400:
+                    health.after_error(rt, channel, up.status, data)
+                    ct = up.headers.get("Content-Type", JSON_CT)
+                    failed = _Failed(channel, up.status, ct, data, t_up, plan is not None)
+                    if _retryable(settings.retry_statuses, up.status):
+                        log.info(
+                            "channel %d answered HTTP %d; trying the next", channel.id, up.status
+                        )
+                        continue
+                    return await _failed(request, rt, job, failed, ep.dialect)
+                if plan is not None:
+                    return await translated.non_stream(
+                        request, rt, job, channel, plan, data, upstream_model, t_up
+                    )
+                return await _non_stream(request, rt, job, channel, up, data, t_up)
+            if plan is not None:
+                include_usage = not out.inject_usage
+                return await translated.stream(
+                    request, rt, job, channel, plan, up, upstream_model, include_usage, t_up
+                )
             return await _stream(request, rt, job, channel, up, out.inject_usage, t_up, ep.dialect)
         finally:
             up.release()
+    if failed is not None:
+        return await _failed(request, rt, job, failed, ep.dialect)
     raise errors.UPSTREAM_UNREACHABLE
+
+
+def _retryable(statuses: frozenset[int], status: int) -> bool:
+    """A status worth another channel: the setting's (429, 5xx), and the channel's own
+    credential refused (401/403: the caller did nothing wrong, another channel may serve)."""
+    return status in statuses or status in (401, 403)
+
+
+def _log_unreachable(channel: Channel, exc: BaseException) -> None:
+    refusal = upstreams.refusal_of(exc)
+    if refusal is not None:
+        log.warning("channel %d not called: %s", channel.id, refusal)
+    else:
+        log.warning("channel %d unreachable (%s)", channel.id, type(exc).__name__)
 
 
 def _is_event_stream(up: aiohttp.ClientResponse) -> bool:
@@ -96,32 +161,42 @@ async def _non_stream(
     job: Job,
     channel: Channel,
     up: aiohttp.ClientResponse,
+    data: bytes,
     t_up: float,
-    dialect: str,
 ) -> tuple[web.StreamResponse, bool]:
-    try:
-        data = await up.read()
-    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-        log.warning("channel %d failed mid-answer (%s)", channel.id, type(exc).__name__)
-        raise errors.UPSTREAM_UNREACHABLE from None
+    """A whole answer: charged by its usage (or an estimate), then passed on."""
     upstream_ms = (time.perf_counter() - t_up) * 1000
-    if up.status >= 400:  # the upstream's own error: refund in full
-        actual, event = 0, None
-    else:
-        prompt, completion, estimated = _usage_from_body(data, job)
-        actual = job.rates.charge(prompt, completion)
-        event = usage_event(job, channel, prompt, completion, False, estimated)
-    overhead = (time.perf_counter() - job.t0) * 1000 - upstream_ms
-    headers = _common_headers(job, overhead)
-    response: web.Response
-    if up.status in (401, 403):
-        response = _upstream_auth_failed(job, channel, up.status, dialect, headers)
-    elif up.status >= 400:
-        response = _upstream_error(channel, up, data, headers)
-    else:
-        headers["Content-Type"] = up.headers.get("Content-Type", JSON_CT)
-        response = web.Response(status=up.status, body=data, headers=headers)
+    prompt, completion, estimated = _usage_from_body(data, job)
+    actual = job.rates.charge(prompt, completion)
+    event = usage_event(job, channel, prompt, completion, False, estimated)
+    headers = _common_headers(job, (time.perf_counter() - job.t0) * 1000 - upstream_ms)
+    headers["Content-Type"] = up.headers.get("Content-Type", JSON_CT)
+    response = web.Response(status=up.status, body=data, headers=headers)
+    return await _send_settled(request, rt, job, response, actual, event)
 
+
+async def _failed(
+    request: web.Request, rt: Runtime, job: Job, failed: _Failed, dialect: str
+) -> tuple[web.StreamResponse, bool]:
+    """The last upstream error, passed on (redacted; a credential refusal as a gateway
+    error) and refunded in full."""
+    upstream_ms = (time.perf_counter() - failed.t_up) * 1000
+    headers = _common_headers(job, (time.perf_counter() - job.t0) * 1000 - upstream_ms)
+    if failed.status in (401, 403):
+        response = _upstream_auth_failed(job, failed.channel, failed.status, dialect, headers)
+    else:
+        response = _upstream_error(failed, headers, dialect)
+    return await _send_settled(request, rt, job, response, 0, None)
+
+
+async def _send_settled(
+    request: web.Request,
+    rt: Runtime,
+    job: Job,
+    response: web.Response,
+    actual: int,
+    event: bytes | None,
+) -> tuple[web.StreamResponse, bool]:
     async def respond() -> None:
         await response.prepare(request)
         await response.write_eof()
@@ -147,14 +222,19 @@ def _upstream_auth_failed(
     return response
 
 
-def _upstream_error(
-    channel: Channel, up: aiohttp.ClientResponse, data: bytes, headers: dict[str, str]
-) -> web.Response:
+def _upstream_error(failed: _Failed, headers: dict[str, str], dialect: str) -> web.Response:
     """The upstream's own error, passed through with its status and body, minus anything
-    that looks like a credential (the channel key above all: relaygate.redact)."""
-    secrets = (channel.key,)
-    headers["Content-Type"] = redact(up.headers.get("Content-Type", JSON_CT), secrets)
-    return web.Response(status=up.status, body=redact_bytes(data, secrets), headers=headers)
+    that looks like a credential (the channel key above all: relaygate.redact); one from an
+    upstream of another dialect is rewritten in the caller's, its message kept."""
+    secrets = (failed.channel.key,)
+    if failed.translated:
+        headers["Content-Type"] = JSON_CT
+        body = translated.caller_error(dialect, failed.status, failed.data, secrets)
+        return web.Response(status=failed.status, body=body, headers=headers)
+    headers["Content-Type"] = redact(failed.content_type, secrets)
+    return web.Response(
+        status=failed.status, body=redact_bytes(failed.data, secrets), headers=headers
+    )
 
 
 async def _whole_stream(
@@ -175,14 +255,14 @@ async def _whole_stream(
         prompt, completion = sse.usage
         actual = job.rates.charge(prompt, completion)
         event = usage_event(job, channel, prompt, completion, True, False)
-    elif sse.done:
+    elif sse.done or sse.content_events:  # ended, or broke off: billed for what came
         prompt, completion = (
             estimate_tokens(job.body_bytes),
             estimate_tokens(sse.answer_text_bytes()),
         )
         actual = job.rates.charge(prompt, completion)
         event = usage_event(job, channel, prompt, completion, True, True)
-    else:  # the upstream broke off: refund in full, pass on what came
+    else:  # the upstream broke off before any of the answer: refund in full
         actual, event = 0, None
     response = web.Response(status=200, body=out, headers=headers)
 
@@ -263,10 +343,10 @@ async def _stream(
             ):
                 await resp.write_eof(held)
 
-    if sse.usage is None and not sse.done and not client_gone:
-        # The upstream broke off before the answer ended: refund in full (the client sees a
-        # truncated stream). One that broke off after its usage or its end marker delivered
-        # the whole answer, and is charged below.
+    if sse.usage is None and not sse.done and not sse.content_events and not client_gone:
+        # The upstream broke off before delivering any of the answer: refund in full. One
+        # that broke off later is not retried (bytes reached the client) and is billed for
+        # what was delivered, by estimate (docs/failover.md).
         await settle(rt, job, 0, None, finish)
         return resp, True
     if sse.usage is not None:

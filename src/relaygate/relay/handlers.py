@@ -130,6 +130,7 @@ async def _handle(
         if res.clamp_tokens and per_choice < 1:
             raise errors.TOKEN_QUOTA  # not one token left for each choice
         upstream_body = fit_body(body, raw, ep, bound, per_choice, stream)
+        upstream_body.max_output = per_choice or bound.full // bound.choices
         response, settled = await forward(request, rt, ep, job, upstream_body, stream)
         return response
     finally:

@@ -5,7 +5,7 @@ the request: no I/O, so the fuzz tests drive them directly."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from random import getrandbits
 from typing import Any
 
@@ -68,6 +68,9 @@ class Job:
     ip: str
     t0: float
     channel_id: int | None = None  # the channel last called (forward sets it)
+    # Channels called, in order (failover); logged as other.admin_info.use_channel when
+    # more than one was.
+    attempts: list[int] = field(default_factory=list)
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
@@ -205,6 +208,9 @@ class UpstreamBody:
     raw: bytes
     modified: bool
     inject_usage: bool  # include_usage added by us: its chunk is not passed to the client
+    # Output bound per choice a translation sends when the client gave none (Anthropic
+    # requires max_tokens): what was reserved for.
+    max_output: int = 0
 
 
 def fit_body(

@@ -102,7 +102,7 @@ COUNT_SEARCH_USERS = f"SELECT count(*) FROM users {_USER_SEARCH_WHERE}"
 # Never the key: it is write-only through the API.
 CHANNEL_COLUMNS = """
 id, type, name, base_url, models, "group", priority, weight, status, model_mapping,
-test_model, created_time, test_time, response_time, used_quota
+test_model, created_time, test_time, response_time, used_quota, other
 """
 
 # $1 status or NULL, $2 type or NULL, $3 group or NULL, $4 LIKE pattern (name/base_url) or
@@ -132,7 +132,7 @@ CHANNEL_BY_ID = f"SELECT {CHANNEL_COLUMNS} FROM channels WHERE id = $1 AND delet
 
 CHANNEL_FOR_TEST = """
 SELECT id, type, name, key, base_url, models, "group", priority, weight, model_mapping,
-       test_model
+       test_model, other
 FROM channels WHERE id = $1 AND deleted_at IS NULL
 """
 

@@ -37,7 +37,7 @@ WHERE (request_id, created_at) IN (SELECT * FROM unnest($1::text[], $2::bigint[]
 """
 
 CHANNELS_ENABLED = """
-SELECT id, type, name, key, base_url, models, "group", priority, weight, model_mapping
+SELECT id, type, name, key, base_url, models, "group", priority, weight, model_mapping, other
 FROM channels WHERE deleted_at IS NULL AND status = 1
 """
 

@@ -165,6 +165,7 @@ SCHEMAS: dict[str, Schema] = {
             "test_time": INT,
             "response_time": INT,
             "used_quota": INT,
+            "other": STR,
         },
         ["id", "type", "name", "base_url", "models", "group", "priority", "weight", "status"],
     ),
@@ -187,6 +188,11 @@ SCHEMAS: dict[str, Schema] = {
             "status": {"type": "integer", "enum": [1, 2, 3]},
             "model_mapping": {"type": ["string", "object", "null"]},
             "test_model": {"type": "string", "maxLength": 255},
+            "other": {
+                "type": "string",
+                "maxLength": 1000,
+                "description": "Azure OpenAI (type 3): the api-version (default 2024-10-21)",
+            },
         }
     ),
     "ChannelCreate": {

@@ -13,6 +13,10 @@ Test hooks (substrings of the requested model name, combinable, e.g. ``gpt-slow-
   content chunk (no finish chunk, no usage, no ``[DONE]``; the chunked body is left
   unterminated so the client sees a payload error).
 
+Tool calls: a request that declares tools and ends with a user turn (not a tool result) is
+answered with a call of its first tool (arguments ``tools.TOOL_ARGS``) in the provider's
+wire format, streamed or not; after a tool result the answer is text again.
+
 Request header ``x-mock-delay-ms: N`` sleeps N milliseconds before answering (before the
 response headers, also for the failure hooks).
 

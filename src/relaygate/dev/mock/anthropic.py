@@ -24,6 +24,7 @@ from relaygate.dev.mock.common import (
     want_stream,
 )
 from relaygate.dev.mock.core import MockCore
+from relaygate.dev.mock.tools import tool_reply, tool_to_call
 
 
 class AnthropicRoutes:
@@ -47,6 +48,10 @@ class AnthropicRoutes:
         ct, clamped = self.core.completion_tokens(limit)
         stop = "max_tokens" if clamped else "end_turn"
         rid = self.core.new_id("msg_mock")
+        tool = tool_to_call(body, Style.ANTHROPIC)
+        if tool is not None:
+            pt = self.core.cfg.prompt_tokens
+            return tool_reply(Style.ANTHROPIC, tool, model, rid.decode(), pt, ct, stream)
         key = ("msg-stream" if stream else "msg", model, ct, stop, hooks.no_usage)
         if not stream:
             tpl: bytes = self.core.cached(key, lambda: self._msg_body(model, ct, stop, hooks))

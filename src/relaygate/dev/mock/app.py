@@ -15,18 +15,25 @@ from relaygate.dev.mock.core import MockCore
 from relaygate.dev.mock.gemini import GeminiRoutes
 from relaygate.dev.mock.openai import OpenAIRoutes
 
+PROVIDERS = ("openai", "anthropic", "gemini")
 
-def build_app(cfg: MockConfig) -> web.Application:
+
+def build_app(cfg: MockConfig, providers: tuple[str, ...] = PROVIDERS) -> web.Application:
+    """The mock; ``providers`` limits it to some providers' routes (a mock that speaks one
+    wire format only, to prove a translated request reached the route of its channel type)."""
     core = MockCore(cfg)
     openai, anthropic, gemini = OpenAIRoutes(core), AnthropicRoutes(core), GeminiRoutes(core)
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[MOCK_CONFIG] = cfg
-    app.router.add_post("/v1/chat/completions", openai.chat_completions)
-    app.router.add_post("/v1/completions", openai.completions)
-    app.router.add_post("/v1/embeddings", openai.embeddings)
-    app.router.add_get("/v1/models", openai.models)
-    app.router.add_post("/v1/messages", anthropic.messages)
-    app.router.add_post("/v1beta/models/{spec}", gemini.gemini)
+    if "openai" in providers:
+        app.router.add_post("/v1/chat/completions", openai.chat_completions)
+        app.router.add_post("/v1/completions", openai.completions)
+        app.router.add_post("/v1/embeddings", openai.embeddings)
+        app.router.add_get("/v1/models", openai.models)
+    if "anthropic" in providers:
+        app.router.add_post("/v1/messages", anthropic.messages)
+    if "gemini" in providers:
+        app.router.add_post("/v1beta/models/{spec}", gemini.gemini)
     return app
 
 

@@ -23,6 +23,7 @@ from relaygate.dev.mock.common import (
     stream_tpl,
 )
 from relaygate.dev.mock.core import MockCore
+from relaygate.dev.mock.tools import tool_reply, tool_to_call
 
 
 class GeminiRoutes:
@@ -54,6 +55,10 @@ class GeminiRoutes:
         finish = "MAX_TOKENS" if clamped else "STOP"
         rid = self.core.new_id("")
         sse = request.query.get("alt") == "sse"
+        tool = tool_to_call(body, Style.GEMINI)
+        if tool is not None and (sse or not stream):
+            pt = self.core.cfg.prompt_tokens
+            return tool_reply(Style.GEMINI, tool, model, rid.decode(), pt, ct, stream)
         if not stream:
             key = ("gem", model, ct, finish, hooks.no_usage)
             tpl: bytes = self.core.cached(key, lambda: self._gem_body(model, ct, finish, hooks))

@@ -38,6 +38,7 @@ from relaygate.dev.mock.common import (
     want_stream,
 )
 from relaygate.dev.mock.core import MockCore
+from relaygate.dev.mock.tools import tool_reply, tool_to_call
 
 _NO_KEY = "You didn't provide an API key."
 
@@ -127,6 +128,11 @@ class OpenAIRoutes:
         ct, clamped = core.completion_tokens(limit)
         finish = "length" if clamped else "stop"
         rid = core.new_id(route.id_prefix)
+        tool = tool_to_call(body, Style.OPENAI) if route is self._chat else None
+        if tool is not None:
+            usage_wanted = not stream or include_usage(body)
+            pt = core.cfg.prompt_tokens
+            return tool_reply(Style.OPENAI, tool, model, rid.decode(), pt, ct, stream, usage_wanted)
         if not stream:
             usage = not hooks.no_usage
             key = (route.kind, model, ct, finish, hooks.no_usage)
