@@ -50,6 +50,7 @@ class TokenMeta:
     stream_key: str
     orphans_key: str
     resv_key: str
+    refused_key: str
     reaped_key: str
     token_orphan: str
     user_orphan: str
@@ -119,6 +120,7 @@ def meta_from_row(row: Any, keys: KeyScheme, now: float) -> TokenMeta:
         stream_key=intern(keys.stream_of_user(user_id)),
         orphans_key=intern(keys.orphans(user_id)),
         resv_key=intern(keys.reservations(user_id)),
+        refused_key=intern(keys.refusals(user_id)),
         reaped_key=intern(keys.reaped(user_id)),
         token_orphan=f"t{token_id}",
         user_orphan=intern(f"u{user_id}"),

@@ -82,7 +82,7 @@ async def reserve(
             res = await ledger.reserve_pipelined(
                 rt.scripts,
                 rt.hot,
-                (*ledger_keys, meta.resv_key),
+                (*ledger_keys, meta.resv_key, meta.refused_key),
                 req,
                 (DAY_TTL_SECONDS, MONTH_TTL_SECONDS),
             )
