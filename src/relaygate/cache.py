@@ -144,6 +144,7 @@ class TokenCache:
         self.hits = 0
         self.misses = 0
         self.stale_served = 0
+        self.invalidations = 0  # invalidation messages applied (and full drops)
         # A flood of distinct made-up keys queues here instead of flooding PostgreSQL.
         self._load_slots = asyncio.Semaphore(MAX_CONCURRENT_LOADS)
 
@@ -223,6 +224,7 @@ class TokenCache:
             self.invalidate_token(token_id)
 
     def invalidate_all(self) -> None:
+        self.invalidations += 1
         self._by_hash.clear()
         self._hash_of_id.clear()
         self._ids_of_user.clear()
@@ -230,6 +232,7 @@ class TokenCache:
 
     def handle_message(self, message: str) -> None:
         """Apply one ``rg:inval`` message (``tok:<id>``, ``user:<id>``, ``*``)."""
+        self.invalidations += 1
         kind, _, ident = message.partition(":")
         if kind == "tok" and ident.isdigit():
             self.invalidate_token(int(ident))

@@ -30,6 +30,7 @@ from relaygate.invalidation import InvalidationListener, dispatcher
 from relaygate.keys import KeyScheme
 from relaygate.ledger import Pipeline, Scripts
 from relaygate.settles import Journal, SettleKeeper
+from relaygate.tally import Tally
 from relaygate.tokenload import TokenLoader
 
 
@@ -51,6 +52,7 @@ class Runtime:
     http: aiohttp.ClientSession
     instance: str = field(default_factory=new_instance_id)
     started_at: float = field(default_factory=time.time)
+    tally: Tally = field(default_factory=Tally)  # ledger/upstream figures for /metrics
     background: Background = field(init=False)
     catalog: Catalog = field(init=False)
     tokens: TokenLoader = field(init=False)

@@ -7,8 +7,10 @@ import argparse
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from typing import Any, NoReturn
 
 from relaygate.config import Settings
@@ -34,6 +36,10 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
     if settings.workers <= 1:
         run(serve_app(settings))
         return
+    own_dir = None
+    if not settings.metrics_dir:  # the processes share their metrics here (relaygate.metrics)
+        own_dir = tempfile.mkdtemp(prefix="relaygate-metrics-")
+        settings = settings.replace(metrics_dir=own_dir)
     children: list[int] = []
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # until each side has its handler
     for _ in range(settings.workers):
@@ -54,4 +60,6 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
     for child in children:
         _, code = os.waitpid(child, 0)
         status = status or os.waitstatus_to_exitcode(code)
+    if own_dir is not None:
+        shutil.rmtree(own_dir, ignore_errors=True)
     sys.exit(status)
