@@ -50,6 +50,7 @@ class TokenMeta:
     stream_key: str
     orphans_key: str
     resv_key: str
+    refused_key: str
     reaped_key: str
     token_orphan: str
     user_orphan: str
@@ -119,6 +120,7 @@ def meta_from_row(row: Any, keys: KeyScheme, now: float) -> TokenMeta:
         stream_key=intern(keys.stream_of_user(user_id)),
         orphans_key=intern(keys.orphans(user_id)),
         resv_key=intern(keys.reservations(user_id)),
+        refused_key=intern(keys.refusals(user_id)),
         reaped_key=intern(keys.reaped(user_id)),
         token_orphan=f"t{token_id}",
         user_orphan=intern(f"u{user_id}"),
@@ -142,6 +144,7 @@ class TokenCache:
         self.hits = 0
         self.misses = 0
         self.stale_served = 0
+        self.invalidations = 0  # invalidation messages applied (and full drops)
         # A flood of distinct made-up keys queues here instead of flooding PostgreSQL.
         self._load_slots = asyncio.Semaphore(MAX_CONCURRENT_LOADS)
 
@@ -221,6 +224,7 @@ class TokenCache:
             self.invalidate_token(token_id)
 
     def invalidate_all(self) -> None:
+        self.invalidations += 1
         self._by_hash.clear()
         self._hash_of_id.clear()
         self._ids_of_user.clear()
@@ -228,6 +232,7 @@ class TokenCache:
 
     def handle_message(self, message: str) -> None:
         """Apply one ``rg:inval`` message (``tok:<id>``, ``user:<id>``, ``*``)."""
+        self.invalidations += 1
         kind, _, ident = message.partition(":")
         if kind == "tok" and ident.isdigit():
             self.invalidate_token(int(ident))

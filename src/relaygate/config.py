@@ -109,6 +109,9 @@ class Settings:
     # Refuse to serve when Redis may evict keys (ledger counters must never vanish).
     allow_unsafe_redis_eviction: bool = False
     workers: int = 1
+    # Where the processes of `serve --workers N` share their metrics (one snapshot file each,
+    # relaygate.metrics); empty: the supervisor makes a temporary directory per run.
+    metrics_dir: str = ""
     with_worker: bool = False
     # Maximum accepted request body, bytes.
     max_body_bytes: int = 32 * 1024 * 1024
@@ -327,6 +330,7 @@ FIELDS: dict[str, tuple[str, Parser]] = {
         lambda n, r: _parse_int(n, r, 0),
     ),
     "journal_dir": ("RELAYGATE_JOURNAL_DIR", _parse_path),
+    "metrics_dir": ("RELAYGATE_METRICS_DIR", lambda n, r: r.strip()),
     "flush_batch": ("RELAYGATE_FLUSH_BATCH", lambda n, r: _parse_int(n, r, 1, 100_000)),
     "flush_block_ms": ("RELAYGATE_FLUSH_BLOCK_MS", lambda n, r: _parse_int(n, r, 1)),
     "flush_claim_idle_ms": ("RELAYGATE_FLUSH_CLAIM_IDLE_MS", lambda n, r: _parse_int(n, r, 1)),

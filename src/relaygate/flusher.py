@@ -65,6 +65,8 @@ class Flusher:
         # The next batch, read while the current one was being written (see ``round``).
         self._prefetch: asyncio.Task[list[Entry]] | None = None
         self.flushed = 0
+        self.batches = 0  # batches committed to PostgreSQL (and acked)
+        self.failures = 0  # rounds that failed (retried after a backoff)
         self.reaper = Reaper(settings, redis, scripts, self.keys)
         self.dead_lettered = 0  # entries moved to a dead-letter stream by this process
 
@@ -100,6 +102,7 @@ class Flusher:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self.failures += 1
                 if is_nogroup(exc):
                     await self._recreate_groups()  # then the usual (short at first) backoff
                 expected = (
@@ -158,6 +161,7 @@ class Flusher:
         try:
             await self.write(entries)
             await self.ack(entries)
+            self.batches += 1
         except BaseException:
             await self._drop_prefetch()
             raise

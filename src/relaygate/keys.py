@@ -62,6 +62,14 @@ class KeyScheme:
         """The reaped zset of the shard whose reservations zset is ``resv_key``."""
         return resv_key[: -len(":resv")] + ":reaped"
 
+    def refusals(self, user_id: int) -> str:
+        return self.refusals_of_shard(user_id % self.shards)
+
+    def refusals_of_shard(self, shard: int) -> str:
+        """Refused requests by refusal code (hash, counts; reserve.lua writes it only when it
+        refuses): the "refusals by reason" of ``relaygate top``."""
+        return f"{self.prefix}:{{{shard}}}:refused"
+
     def stream_of_user(self, user_id: int) -> str:
         return self.stream(user_id % self.shards)
 

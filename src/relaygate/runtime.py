@@ -31,6 +31,7 @@ from relaygate.keys import KeyScheme
 from relaygate.ledger import Pipeline, Scripts
 from relaygate.sessions import LoginLimiter, SessionStore
 from relaygate.settles import Journal, SettleKeeper
+from relaygate.tally import Tally
 from relaygate.tokenload import TokenLoader
 
 
@@ -52,6 +53,7 @@ class Runtime:
     http: aiohttp.ClientSession
     instance: str = field(default_factory=new_instance_id)
     started_at: float = field(default_factory=time.time)
+    tally: Tally = field(default_factory=Tally)  # ledger/upstream figures for /metrics
     background: Background = field(init=False)
     catalog: Catalog = field(init=False)
     tokens: TokenLoader = field(init=False)

@@ -160,7 +160,10 @@ def flusher_ctx(settings: Settings) -> Any:
 
         pool = await create_pool(settings.database_url, max_size=4)
         redis = redis_client(settings)
+        from relaygate.metrics import FLUSHER
+
         flusher = Flusher(settings, pool, redis, Scripts.load())
+        app[FLUSHER] = flusher
         stop = asyncio.Event()
         task = asyncio.create_task(flusher.run(stop))
         outbox = asyncio.create_task(accounts(settings, pool, redis).run_reconciler(stop))

@@ -16,6 +16,7 @@ from relaygate.cli.dev import cmd_dev, cmd_mock
 from relaygate.cli.migrate import cmd_migrate
 from relaygate.cli.parser import build_parser
 from relaygate.cli.serve import cmd_serve
+from relaygate.cli.top import cmd_top
 from relaygate.cli.worker import cmd_worker
 from relaygate.config import FIELDS, ConfigError, Settings, from_env
 from relaygate.logfmt import setup_logging
@@ -38,6 +39,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], None]] = {
     "dev": cmd_dev,
     "mock-upstream": cmd_mock,
     "admin": cmd_admin,
+    "top": cmd_top,
 }
 
 

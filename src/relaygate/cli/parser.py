@@ -8,7 +8,7 @@ from typing import Any
 
 from relaygate.config import FIELDS
 
-DESCRIPTION = """``relaygate`` command line: serve, worker, migrate, dev, mock-upstream, admin.
+DESCRIPTION = """``relaygate`` command line: serve, worker, migrate, dev, mock-upstream, admin, top.
 
 Every setting comes from ``RELAYGATE_*`` env vars; flags override them. A bad setting or an
 unreachable dependency at start-up ends the program with one clear line, not a traceback.
@@ -36,7 +36,7 @@ def add_setting_flags(p: argparse.ArgumentParser, names: Sequence[str]) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="relaygate", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_serve, _worker, _migrate, _dev, _mock_upstream, _admin):
+    for add in (_serve, _worker, _migrate, _dev, _mock_upstream, _admin, _top):
         add(sub)
     return parser
 
@@ -78,6 +78,38 @@ def _mock_upstream(sub: Subparsers) -> None:
     )
     p.add_argument("--stream-chunks", type=int, default=5, help="content chunks per stream")
     p.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between stream chunks")
+
+
+def _top(sub: Subparsers) -> None:
+    from relaygate.top import DEFAULT_MAX_KEYS, SORT_KEYS
+
+    p = sub.add_parser(
+        "top",
+        help="live view of the Redis quota ledger (tokens and users by spend rate)",
+        description="Keys: q quit, s next sort key, / filter, u tokens/users. Reads Redis "
+        "only; PostgreSQL once at start for names.",
+    )
+    add_setting_flags(p, COMMON)
+    p.add_argument(
+        "--sort", default="rate", help=f"order by: {', '.join(SORT_KEYS)} (default rate)"
+    )
+    p.add_argument(
+        "--filter", default="", help="only rows matching user:N, token:N, an id, or part of a name"
+    )
+    p.add_argument(
+        "--interval", type=float, default=1.0, help="seconds between refreshes (default 1)"
+    )
+    p.add_argument("--once", action="store_true", help="take two samples, print, exit")
+    p.add_argument("--json", action="store_true", help="with --once: print JSON")
+    p.add_argument(
+        "--max-keys",
+        type=int,
+        default=DEFAULT_MAX_KEYS,
+        help=f"keys one refresh may SCAN, all masters together (default {DEFAULT_MAX_KEYS})",
+    )
+    p.add_argument(
+        "--no-names", action="store_true", help="do not read names from PostgreSQL at start"
+    )
 
 
 def _admin(sub: Subparsers) -> None:

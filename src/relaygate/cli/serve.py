@@ -15,8 +15,10 @@ import argparse
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -55,7 +57,16 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
         run(serve_app(settings))
         return
     run(preflight(settings))
-    sys.exit(Supervisor(settings).run())
+    own_dir = None
+    if not settings.metrics_dir:  # the processes share their metrics here (relaygate.metrics)
+        own_dir = tempfile.mkdtemp(prefix="relaygate-metrics-")
+        settings = settings.replace(metrics_dir=own_dir)
+    try:
+        status = Supervisor(settings).run()
+    finally:
+        if own_dir is not None:
+            shutil.rmtree(own_dir, ignore_errors=True)
+    sys.exit(status)
 
 
 async def preflight(settings: Settings) -> None:

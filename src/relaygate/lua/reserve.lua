@@ -7,6 +7,8 @@
 -- KEYS[5] open reservations rg:{s}:resv (zset: member
 --         "<rid>|<tok>|<user>|<day>|<month>|<instance>|<amount>",
 --         score = deadline); settle removes the member, the reaper refunds what is left
+-- KEYS[6] optional: the shard's refusals hash rg:{s}:refused (field = refusal code, a count;
+--         read by `relaygate top`); written only when a request is refused
 -- ARGV[1] cached metadata version (0 = do not compare)
 -- ARGV[2] now, unix seconds
 -- ARGV[3] base: integer quota units charged whatever the output (prompt estimate or per-call price)
@@ -28,23 +30,30 @@
 --   30 token quota; 31 user quota; 32 daily quota; 33 monthly quota.
 -- Amounts are integer quota units (500000 = $1).
 
+-- A refusal (code >= 10) is counted per reason for operators; the admitted path pays nothing.
+local function refuse(code, ver, room)
+  if KEYS[6] then redis.call('HINCRBY', KEYS[6], code, 1) end
+  if room then return {code, ver, 0, 0, room} end
+  return {code, ver, 0, 0}
+end
+
 local t = redis.call('HMGET', KEYS[1], 'limit', 'used', 'unlimited', 'status', 'expires', 'ver', 'dlimit', 'mlimit')
 if not t[4] then return {1, 0, 0, 0} end
 local status = tonumber(t[4])
 local ver = tonumber(t[6]) or 0
-if status == 9 then return {13, ver, 0, 0} end
-if status == 2 then return {10, ver, 0, 0} end
-if status == 3 then return {11, ver, 0, 0} end
-if status == 4 then return {12, ver, 0, 0} end
-if status ~= 1 then return {10, ver, 0, 0} end
+if status == 9 then return refuse(13, ver) end
+if status == 2 then return refuse(10, ver) end
+if status == 3 then return refuse(11, ver) end
+if status == 4 then return refuse(12, ver) end
+if status ~= 1 then return refuse(10, ver) end
 local expires = tonumber(t[5]) or -1
-if expires ~= -1 and expires < tonumber(ARGV[2]) then return {11, ver, 0, 0} end
+if expires ~= -1 and expires < tonumber(ARGV[2]) then return refuse(11, ver) end
 local cached = tonumber(ARGV[1])
 if cached ~= 0 and cached ~= ver then return {3, ver, 0, 0} end
 
 local u = redis.call('HMGET', KEYS[2], 'limit', 'used', 'status')
 if not u[3] then return {2, ver, 0, 0} end
-if tonumber(u[3]) ~= 1 then return {20, ver, 0, 0} end
+if tonumber(u[3]) ~= 1 then return refuse(20, ver) end
 
 -- room: the smallest of what the token, the user and the period quotas have left
 local room = tonumber(u[1]) - tonumber(u[2])
@@ -74,21 +83,21 @@ end
 local amount
 local clamp_tokens = 0
 if ptm == 0 then
-  if room < base then return {reason, ver, 0, 0, room} end
+  if room < base then return refuse(reason, ver, room) end
   amount = base
 elseif room >= cost(full) then
   amount = cost(full)
 elseif tonumber(ARGV[6]) == 1 then
   local affordable = math.floor((room - base) * 1000000 / ptm)
-  if affordable < 1 then return {reason, ver, 0, 0, room} end
+  if affordable < 1 then return refuse(reason, ver, room) end
   if affordable > full then affordable = full end
   -- doubles: (room - base) * 1e6 may round up past the room; step back until it fits
   while affordable > 0 and cost(affordable) > room do affordable = affordable - 1 end
-  if affordable < 1 then return {reason, ver, 0, 0, room} end
+  if affordable < 1 then return refuse(reason, ver, room) end
   clamp_tokens = affordable
   amount = cost(affordable)
 else
-  return {reason, ver, 0, 0, room}
+  return refuse(reason, ver, room)
 end
 
 if amount > 0 then
@@ -103,5 +112,8 @@ end
 if redis.call('INCRBY', KEYS[4], amount) == amount then
   redis.call('EXPIRE', KEYS[4], tonumber(ARGV[8]))
 end
+-- `n`: admitted requests of the token (requests/s in `relaygate top`); restarts at 0 when
+-- the hash is rebuilt, which a rate read as a difference tolerates.
+redis.call('HINCRBY', KEYS[1], 'n', 1)
 redis.call('ZADD', KEYS[5], tonumber(ARGV[10]), ARGV[9] .. '|' .. amount)
 return {0, ver, amount, clamp_tokens}

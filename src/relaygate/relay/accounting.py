@@ -82,7 +82,7 @@ async def reserve(
             res = await ledger.reserve_pipelined(
                 rt.scripts,
                 rt.hot,
-                (*ledger_keys, meta.resv_key),
+                (*ledger_keys, meta.resv_key, meta.refused_key),
                 req,
                 (DAY_TTL_SECONDS, MONTH_TTL_SECONDS),
             )
@@ -94,6 +94,7 @@ async def reserve(
                 rt.settles.keep(LostReserve(meta.resv_key, ledger_keys, prefix))
             raise errors.LEDGER_UNAVAILABLE from None
         if res.code == Code.OK:
+            rt.tally.inc("reserves")
             return meta, res, ledger_keys, ledger.reservation_member(prefix, res.amount)
         if res.code == Code.TOKEN_MISSING:
             await _rebuild(rt.accounts.ensure_token(meta.id, meta.user_id))
@@ -112,6 +113,7 @@ async def reserve(
             needed = least_needed(base, per_token_micro, full, rt.settings.clamp_max_tokens)
             raise errors.quota_refusal(_CODE_ERRORS[res.code], needed, res.room)
         else:
+            rt.tally.inc("rejections", (res.code.name.lower(),))
             raise _CODE_ERRORS.get(res.code, errors.TOKEN_DISABLED)
     raise errors.METADATA_UNAVAILABLE
 
@@ -162,6 +164,12 @@ async def settle(
     times it arrives. So an answered request is never left uncharged by a Redis outage.
     """
     meta = job.meta
+    tally = rt.tally
+    if event is None:
+        tally.inc("refunds")
+    else:
+        tally.inc("settles")
+        tally.inc("charged", (job.model, meta.group), actual)
     call = ledger.SettleCall(
         keys=(*job.ledger_keys, meta.stream_key, meta.orphans_key, meta.resv_key, meta.reaped_key),
         reserved=job.reserved,

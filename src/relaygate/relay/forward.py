@@ -22,6 +22,7 @@ from relaygate.relay.accounting import settle, usage_event
 from relaygate.relay.request import Endpoint, Job, UpstreamBody, estimate_tokens
 from relaygate.relay.sse import SSEUsageFilter
 from relaygate.runtime import Runtime
+from relaygate.tally import OVERHEAD_BUCKETS, UPSTREAM_BUCKETS
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,10 @@ async def forward(
         try:
             up = await rt.http.post(url, data=payload, headers=headers)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            _upstream_failed(rt, channel, "unreachable")
             _log_unreachable(channel, exc)
             continue
+        _upstream_answered(rt, channel, up.status, time.perf_counter() - t_up)
         try:
             streaming = stream and up.status < 400 and _is_event_stream(up)
             if not streaming:
@@ -140,6 +143,22 @@ def _log_unreachable(channel: Channel, exc: BaseException) -> None:
         log.warning("channel %d unreachable (%s)", channel.id, type(exc).__name__)
 
 
+def _upstream_answered(rt: Runtime, channel: Channel, status: int, seconds: float) -> None:
+    """Time to the upstream's response head, and its health: a 5xx, 401/403 or 429 is the
+    channel failing (the caller's own mistakes, other 4xx, are not)."""
+    label = (str(channel.id),)
+    rt.tally.observe("upstream_seconds", UPSTREAM_BUCKETS, seconds, label)
+    if status >= 500 or status in (401, 403, 429):
+        _upstream_failed(rt, channel, f"http_{status}")
+    else:
+        rt.tally.mark("upstream_ok", time.time(), label)
+
+
+def _upstream_failed(rt: Runtime, channel: Channel, kind: str) -> None:
+    rt.tally.inc("upstream_errors", (str(channel.id), kind))
+    rt.tally.mark("upstream_failed", time.time(), (str(channel.id),))
+
+
 def _is_event_stream(up: aiohttp.ClientResponse) -> bool:
     kind = up.headers.get("Content-Type", "text/event-stream").lower()
     return "text/event-stream" in kind or "ndjson" in kind
@@ -169,7 +188,9 @@ async def _non_stream(
     prompt, completion, estimated = _usage_from_body(data, job)
     actual = job.rates.charge(prompt, completion)
     event = usage_event(job, channel, prompt, completion, False, estimated)
-    headers = _common_headers(job, (time.perf_counter() - job.t0) * 1000 - upstream_ms)
+    overhead = (time.perf_counter() - job.t0) * 1000 - upstream_ms
+    rt.tally.observe("overhead_seconds", OVERHEAD_BUCKETS, overhead / 1000)
+    headers = _common_headers(job, overhead)
     headers["Content-Type"] = up.headers.get("Content-Type", JSON_CT)
     response = web.Response(status=up.status, body=data, headers=headers)
     return await _send_settled(request, rt, job, response, actual, event)
@@ -299,6 +320,8 @@ async def _stream(
     t_up: float,
     dialect: str,
 ) -> tuple[web.StreamResponse, bool]:
+    # a stream's overhead header is what came before the upstream call (it goes out first)
+    rt.tally.observe("overhead_seconds", OVERHEAD_BUCKETS, t_up - job.t0)
     headers = {
         **_common_headers(job, (t_up - job.t0) * 1000),
         "Content-Type": up.headers.get("Content-Type", "text/event-stream"),
