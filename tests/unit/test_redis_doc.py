@@ -33,6 +33,7 @@ def documented_patterns() -> list[re.Pattern[str]]:
 def built_keys(scheme: KeyScheme) -> dict[str, str]:
     args = {"user_id": 21, "token_id": 7, "shard": 5, "day": "20261207", "month": "202612"}
     args["instance"] = "host-1-abc"
+    args["digest"] = "9f86d081884c7d65"
     built = {}
     for name, member in inspect.getmembers(KeyScheme):
         if name.startswith("_") or name in NOT_KEYS:

@@ -110,6 +110,7 @@ async def reserve(
             check_scope(fresh, model, ip)
             meta = fresh
         elif res.code in QUOTA_CODES:
+            rt.tally.inc("rejections", (res.code.name.lower(),))
             needed = least_needed(base, per_token_micro, full, rt.settings.clamp_max_tokens)
             raise errors.quota_refusal(_CODE_ERRORS[res.code], needed, res.room)
         else:
