@@ -97,6 +97,10 @@ class Settings:
     max_body_bytes: int = 32 * 1024 * 1024
     # Allocations between young-generation garbage collections in `serve` (0 = Python's 700).
     gc_gen0: int = 50_000
+    # Origins browser apps may call the relay routes from (`*` = any; empty = no CORS).
+    cors_origins: tuple[str, ...] = ("*",)
+    # Origins allowed on /api/ (with credentials); none by default, `*` refused.
+    api_cors_origins: tuple[str, ...] = ()
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -185,6 +189,27 @@ def _parse_networks(
     return tuple(nets)
 
 
+def _parse_origins(name: str, raw: str, allow_any: bool = True) -> tuple[str, ...]:
+    """Comma-separated origins (``scheme://host[:port]``), or ``*``."""
+    origins = []
+    for part in raw.replace("\n", ",").split(","):
+        part = part.strip().rstrip("/")
+        if not part:
+            continue
+        if part == "*":
+            if not allow_any:
+                raise ConfigError(
+                    f"{name}: '*' is not allowed (these routes accept credentials); "
+                    "list the console's origins"
+                )
+        else:
+            parsed = urlparse(part)
+            if parsed.scheme not in ("http", "https") or not parsed.netloc or parsed.path:
+                raise ConfigError(f"{name}: {part!r} is not an origin like https://app.example")
+        origins.append(part)
+    return tuple(origins)
+
+
 def _parse_ca_file(name: str, raw: str) -> str:
     """A PEM CA bundle, loaded once here so that a bad one stops the start in one line."""
     value = raw.strip()
@@ -260,6 +285,11 @@ FIELDS: dict[str, tuple[str, Parser]] = {
     "with_worker": ("RELAYGATE_WITH_WORKER", _parse_bool),
     "max_body_bytes": ("RELAYGATE_MAX_BODY_BYTES", lambda n, r: _parse_int(n, r, 1024)),
     "gc_gen0": ("RELAYGATE_GC_GEN0", lambda n, r: _parse_int(n, r, 0, 10_000_000)),
+    "cors_origins": ("RELAYGATE_CORS_ORIGINS", _parse_origins),
+    "api_cors_origins": (
+        "RELAYGATE_API_CORS_ORIGINS",
+        lambda n, r: _parse_origins(n, r, allow_any=False),
+    ),
 }
 
 

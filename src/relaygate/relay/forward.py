@@ -104,7 +104,7 @@ async def _non_stream(
     if up.status >= 400:  # the upstream's own error: refund in full
         actual, event = 0, None
     else:
-        prompt, completion, estimated = _usage_from_body(data, job)
+        prompt, completion, estimated = job.metered or _usage_from_body(data, job)
         actual = job.rates.charge(prompt, completion)
         event = usage_event(job, channel, prompt, completion, False, estimated)
     overhead = (time.perf_counter() - job.t0) * 1000 - upstream_ms

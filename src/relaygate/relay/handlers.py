@@ -72,6 +72,7 @@ async def _handle(
     model, stream = requested_model(body, request, ep)
     if not meta.in_scope(model, ip):  # rare: re-check against current metadata, or refuse
         meta = await confirmed_scope(rt, meta, key_hash, model, ip)
+    metered = ep.meter(body) if ep.meter is not None else None
     rates, bound, rplan = _price(rt, meta, model, body, raw, ep)
     if rt.settles.pending >= MAX_KEPT:
         raise errors.LEDGER_UNAVAILABLE
@@ -89,6 +90,7 @@ async def _handle(
         member=member,
         ip=ip_text(ip),
         t0=t0,
+        metered=metered,
     )
     settled = False
     try:
