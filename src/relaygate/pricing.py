@@ -51,6 +51,7 @@ DEFAULT_MODELS: dict[str, tuple[float, float, int]] = {
     # New API's defaults for the issue-12 routes (its ratio table, setting/ratio_setting):
     # speech is priced per input character (1k characters = $0.015 at 7.5), moderation is
     # free, Jina rerankers per token.
+    "whisper-1": (3, 1, 0),  # per "duration token": 1,000 a minute (relay.transcribe)
     "tts-1": (7.5, 1, 0),
     "tts-1-1106": (7.5, 1, 0),
     "tts-1-hd": (15, 1, 0),

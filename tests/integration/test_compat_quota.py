@@ -9,13 +9,14 @@ from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 
 from relaygate import ledger
 from relaygate.appkeys import RUNTIME
 
-from .helpers import bearer, flush_all, refresh
+from .helpers import bearer, flush_all, refresh, wav
 from .helpers import ledger as token_ledger
 from .test_hot_path import CountingPool
 
@@ -196,6 +197,71 @@ async def test_new_route_charges_once_and_exactly(env, relay, mock_upstream, mon
     assert last["model_name"] == case.model and last["quota"] == expected
     assert (last["prompt_tokens"], last["completion_tokens"]) == (case.prompt, case.completion)
     assert last["is_stream"] is case.stream
+
+
+async def _transcribe(relay: Any, key: str, data: bytes, name: str = "a.wav") -> Any:
+    form = aiohttp.FormData()
+    form.add_field("model", "whisper-1")
+    form.add_field("file", data, filename=name, content_type="audio/wav")
+    return await relay.post("/v1/audio/transcriptions", data=form, headers=bearer(key))
+
+
+@pytest.mark.parametrize(
+    ("audio", "tokens", "estimated"),
+    [
+        (wav(3.2), 67, False),  # ceil(3.2 s) = 4 s -> round(4 / 60 * 1000)
+        (wav(60), 1000, False),
+        (b"not audio at all" * 200, 4, True),  # 3,200 bytes: one token per started KB
+    ],
+    ids=["3.2s", "60s", "unknown"],
+)
+async def test_transcription_billed_by_duration(
+    env, relay, mock_upstream, monkeypatch, audio, tokens, estimated
+):
+    uid, _ = await env.root_user()
+    await env.admin.create_channel("oai", mock_upstream, "k", "whisper-1")
+    await refresh(relay)
+    tok = await env.admin.create_token(uid, "t", remain_quota=10**7)
+    rt = relay.app[RUNTIME]
+    assert (await _transcribe(relay, f"sk-{tok.key}", audio)).status == 200  # warm
+    await flush_all(env)
+    _, before = await token_ledger(env, uid, tok.id)
+    counting = CountingPool(rt.pool)
+    monkeypatch.setattr(rt, "pool", counting)
+    monkeypatch.setattr(rt.accounts, "pool", counting)
+    spy = Spy(monkeypatch)
+    resp = await _transcribe(relay, f"sk-{tok.key}", audio)
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["text"]
+    assert (spy.reserves, spy.settles, counting.calls) == (1, 1, 0)
+    monkeypatch.undo()
+    _, used = await token_ledger(env, uid, tok.id)
+    assert used - before == tokens * 3  # whisper-1: New API's ratio 3
+    assert await env.redis.zcard(env.keys.reservations(uid)) == 0
+    assert await flush_all(env) == 1
+    async with env.pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT quota, prompt_tokens, completion_tokens, content FROM logs ORDER BY id DESC"
+        )
+    assert (row["quota"], row["prompt_tokens"], row["completion_tokens"]) == (tokens * 3, tokens, 0)
+    assert (row["content"] != "") is estimated
+
+
+async def test_transcription_without_a_form_is_refused(env, relay, mock_upstream):
+    uid, _ = await env.root_user()
+    await env.admin.create_channel("oai", mock_upstream, "k", "whisper-1")
+    await refresh(relay)
+    tok = await env.admin.create_token(uid, "t", remain_quota=10**7)
+    resp = await relay.post(
+        "/v1/audio/transcriptions", json={"model": "whisper-1"}, headers=bearer(f"sk-{tok.key}")
+    )
+    assert resp.status == 400 and (await resp.json())["error"]["code"] == "invalid_form"
+    form = aiohttp.FormData()
+    form.add_field("model", "whisper-1")
+    form.add_field("other", b"x", filename="x.bin")
+    resp = await relay.post("/v1/audio/transcriptions", data=form, headers=bearer(f"sk-{tok.key}"))
+    assert resp.status == 400 and (await resp.json())["error"]["code"] == "invalid_file"
+    assert (await token_ledger(env, uid, tok.id))[1] == 0
 
 
 async def test_speech_passes_the_audio_through(env, relay, mock_upstream):

@@ -11,11 +11,11 @@ import pytest
 
 from relaygate.appkeys import STATS
 
-from .helpers import flush_all, refresh
+from .helpers import flush_all, refresh, wav
 
 CLAUDE = "claude-3-5-sonnet-20241022"
 GEMINI = "gemini-2.0-flash"
-OPENAI_MODELS = "gpt-4o-mini,text-embedding-3-small,omni-moderation-latest"
+OPENAI_MODELS = "gpt-4o-mini,text-embedding-3-small,omni-moderation-latest,tts-1,whisper-1"
 
 
 async def _world(env: Any, relay: Any, upstream: str) -> tuple[int, Any, str]:
@@ -64,11 +64,15 @@ async def test_openai_sdk(env, relay, mock_upstream):
             await oai.models.retrieve("no-such-model")
         mod = await oai.moderations.create(input=["hi", "there"])
         assert len(mod.results) == 2 and mod.results[0].flagged is False
+        speech = await oai.audio.speech.create(model="tts-1", voice="alloy", input="hello")
+        assert (await speech.aread()).startswith(b"ID3")
+        text = await oai.audio.transcriptions.create(model="whisper-1", file=("a.wav", wav(2.5)))
+        assert text.text
     finally:
         await oai.close()
-    # Every answered call once (chat, three responses, embeddings, moderations); the 404
-    # and the model lookups are not relay calls.
-    assert await _log_count(env) == 6
+    # Every answered call once (chat, three responses, embeddings, moderations, speech,
+    # transcription); the 404 and the model lookups are not relay calls.
+    assert await _log_count(env) == 8
     async with env.pool.acquire() as conn:
         models = [r["model_name"] for r in await conn.fetch("SELECT model_name FROM logs")]
     assert models.count("gpt-4o-mini") == 4 and "omni-moderation-latest" in models

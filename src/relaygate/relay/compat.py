@@ -20,6 +20,7 @@ from relaygate.relay import dialects, errors
 from relaygate.relay.handlers import handle
 from relaygate.relay.model_routes import gemini_models_list, model_get, models_list
 from relaygate.relay.request import Endpoint, Metered, estimate_tokens
+from relaygate.relay.transcribe import parse_form, transcription_meter
 
 MODERATION_DEFAULT_MODEL = "omni-moderation-latest"  # OpenAI's default when none is named
 
@@ -76,6 +77,9 @@ MODERATIONS = Endpoint(
     meter=moderation_meter,
 )
 AUDIO_SPEECH = Endpoint("/v1/audio/speech", None, 0, False, meter=speech_meter)
+AUDIO_TRANSCRIPTIONS = Endpoint(
+    "/v1/audio/transcriptions", None, 0, False, meter=transcription_meter, parse=parse_form
+)
 # Jina/Cohere-style rerank: the answer's usage (``total_tokens``) is billed as prompt.
 RERANK = Endpoint("/v1/rerank", None, 0, False)
 # google-genai's default api_version is "v1": the same Gemini generate routes under /v1/.
@@ -83,7 +87,14 @@ GEMINI_GENERATE_V1 = Endpoint(
     "/v1/models", "maxOutputTokens", None, True, dialects.GEMINI, "/v1/models/{target}"
 )
 
-ENDPOINTS = (RESPONSES, MODERATIONS, AUDIO_SPEECH, RERANK, GEMINI_GENERATE_V1)
+ENDPOINTS = (
+    RESPONSES,
+    MODERATIONS,
+    AUDIO_SPEECH,
+    AUDIO_TRANSCRIPTIONS,
+    RERANK,
+    GEMINI_GENERATE_V1,
+)
 
 
 def add_compat_routes(app: web.Application) -> None:

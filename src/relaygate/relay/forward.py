@@ -47,12 +47,15 @@ async def forward(
             break
         tried |= {channel.id}
         upstream_model = channel.upstream_model(job.model)
-        if upstream_model != job.model and ep.dialect != dialects.GEMINI:
+        # (A form upload is sent as received: a mapped model name is not rewritten in it.)
+        if upstream_model != job.model and ep.dialect != dialects.GEMINI and ep.parse is None:
             body["model"] = upstream_model
             modified = True
         payload = orjson.dumps(body) if modified else out.raw
         url = channel.base_url + dialects.upstream_path(ep.dialect, ep.path, upstream_model, stream)
         headers = dialects.upstream_headers(channel, ep.dialect, request.headers)
+        if ep.parse is not None:  # the multipart boundary is the client's
+            headers = {**headers, "Content-Type": request.headers.get("Content-Type", "")}
         t_up = time.perf_counter()
         try:
             up = await rt.http.post(url, data=payload, headers=headers)

@@ -38,6 +38,9 @@ class Endpoint:
     # Usage from the request, for routes whose answer reports none (relay.compat); raises
     # a RelayError (400) on a body it cannot meter, before anything is reserved.
     meter: Callable[[dict[str, Any]], Metered] | None = None
+    # A body that is not JSON (multipart uploads): parsed by this from (raw, Content-Type),
+    # and sent upstream as received, with the client's Content-Type.
+    parse: Callable[[bytes, str], dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if not self.route:

@@ -30,6 +30,7 @@ def build_app(cfg: MockConfig) -> web.Application:
     app.router.add_post("/v1/responses", extra.responses)
     app.router.add_post("/v1/moderations", extra.moderations)
     app.router.add_post("/v1/audio/speech", extra.speech)
+    app.router.add_post("/v1/audio/transcriptions", extra.transcriptions)
     app.router.add_post("/v1/rerank", extra.rerank)
     app.router.add_post("/v1/messages", anthropic.messages)
     app.router.add_post("/v1beta/models/{spec}", gemini.gemini)

@@ -1,6 +1,7 @@
 """OpenAI routes beyond chat/completions/embeddings, in the real wire format: the Responses
 API (body, and its named-event stream ending with ``response.completed``, which carries the
-usage), moderations (no usage, as the real API), speech (audio bytes) and rerank (Jina's
+usage), moderations (no usage, as the real API), speech (audio bytes), transcriptions (multipart
+upload) and rerank (Jina's
 shape, usage ``total_tokens``)."""
 
 from __future__ import annotations
@@ -250,6 +251,34 @@ class OpenAIExtraRoutes:
         # Not playable audio: a recognisable header and some bytes per input character.
         audio = b"ID3\x04\x00\x00\x00\x00\x00\x00" + b"\x00" * (16 * len(text))
         return web.Response(body=audio, content_type=AUDIO_TYPES[fmt])
+
+    async def transcriptions(self, request: web.Request) -> web.StreamResponse:
+        """Multipart ``file`` + ``model``; answers ``json`` (default), ``verbose_json`` or
+        ``text``, with whisper's duration usage (the file's size stands in for its length)."""
+        try:
+            if not has_bearer(request):
+                raise Reject(401, _NO_KEY)
+            if not request.content_type.startswith("multipart/"):
+                raise Reject(400, "Expected multipart/form-data.")
+            form = await request.post()
+            upload, model = form.get("file"), form.get("model")
+            if not isinstance(upload, web.FileField) or not isinstance(model, str) or not model:
+                raise Reject(400, "'file' and 'model' are required.")
+            size = len(upload.file.read())
+            fmt = form.get("response_format", "json")
+            early = await self.core.pre(request, Style.OPENAI, hooks_for(model), False)
+        except Reject as e:
+            return error(Style.OPENAI, e.status, e.message, e.param)
+        if early is not None:
+            return early
+        text = "".join(self.core.pieces(self.core.cfg.completion_tokens)).strip()
+        if fmt == "text":
+            return web.Response(text=text, content_type="text/plain")
+        seconds = max(1, size // 16000)
+        obj: dict[str, Any] = {"text": text, "usage": {"type": "duration", "seconds": seconds}}
+        if fmt == "verbose_json":
+            obj.update(task="transcribe", language="english", duration=float(seconds))
+        return web.Response(body=orjson.dumps(obj), content_type="application/json")
 
     async def rerank(self, request: web.Request) -> web.StreamResponse:
         try:
