@@ -177,9 +177,9 @@ def init_app(settings: Settings, *, with_api: bool = True) -> web.Application:
     metrics.install(app)
     add_routes(app)
     add_compat_routes(app)
-    cors.install(app, settings)
     if with_api:
         from relaygate.api import add_api_routes
 
         add_api_routes(app)
+    cors.install(app, settings)  # last: its OPTIONS route catches every path
     return app

@@ -119,3 +119,9 @@ async def test_bad_request_headers_are_refused_not_echoed(relay):
 async def test_health_routes_have_no_cors(relay):
     resp = await relay.get("/healthz", headers={"Origin": APP})
     assert "Access-Control-Allow-Origin" not in resp.headers
+
+
+async def test_plain_options_is_not_a_preflight(relay):
+    resp = await relay.options("/v1/chat/completions")
+    assert resp.status == 204 and "Access-Control-Allow-Origin" not in resp.headers
+    assert "POST" in resp.headers["Allow"]
