@@ -15,7 +15,9 @@ from .helpers import flush_all, refresh, wav
 
 CLAUDE = "claude-3-5-sonnet-20241022"
 GEMINI = "gemini-2.0-flash"
-OPENAI_MODELS = "gpt-4o-mini,text-embedding-3-small,omni-moderation-latest,tts-1,whisper-1"
+OPENAI_MODELS = (
+    "Qwen/Qwen3-8B,gpt-4o-mini,text-embedding-3-small,omni-moderation-latest,tts-1,whisper-1"
+)
 
 
 async def _world(env: Any, relay: Any, upstream: str) -> tuple[int, Any, str]:
@@ -23,6 +25,7 @@ async def _world(env: Any, relay: Any, upstream: str) -> tuple[int, Any, str]:
     await env.admin.create_channel("oai", upstream, "k", OPENAI_MODELS)
     await env.admin.create_channel("claude", upstream, "anthropic-secret", CLAUDE, type_=14)
     await env.admin.create_channel("gemini", upstream, "google-secret", GEMINI, type_=24)
+    await env.admin.set_option("ModelRatio", '{"Qwen/Qwen3-8B": 1}')  # a name with a slash
     await refresh(relay)
     tok = await env.admin.create_token(uid, "t", remain_quota=10**8)
     return uid, tok, str(relay.make_url("")).rstrip("/")
@@ -60,6 +63,7 @@ async def test_openai_sdk(env, relay, mock_upstream):
         assert emb.data and emb.data[0].embedding
         model = await oai.models.retrieve("gpt-4o-mini")
         assert model.id == "gpt-4o-mini"
+        assert (await oai.models.retrieve("Qwen/Qwen3-8B")).id == "Qwen/Qwen3-8B"
         with pytest.raises(openai.NotFoundError):
             await oai.models.retrieve("no-such-model")
         mod = await oai.moderations.create(input=["hi", "there"])

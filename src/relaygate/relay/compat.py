@@ -101,6 +101,8 @@ def add_compat_routes(app: web.Application) -> None:
     for ep in ENDPOINTS:
         app.router.add_post(ep.route, functools.partial(handle, ep=ep))
     app.router.add_get("/v1/models", counted("/v1/models", models_list))
-    app.router.add_get("/v1/models/{target}", counted("/v1/models/{target}", model_get))
+    # ``.+``: model names may hold a slash (``Qwen/Qwen3-...``), and Gemini's may be given as
+    # ``models/{model}``.
+    app.router.add_get("/v1/models/{target:.+}", counted("/v1/models/{target}", model_get))
     app.router.add_get("/v1beta/models", counted("/v1beta/models", gemini_models_list))
-    app.router.add_get("/v1beta/models/{target}", counted("/v1beta/models/{target}", model_get))
+    app.router.add_get("/v1beta/models/{target:.+}", counted("/v1beta/models/{target}", model_get))
