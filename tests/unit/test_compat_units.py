@@ -85,3 +85,13 @@ def test_meters():
     for bad in ({}, {"input": []}, {"input": [1]}, {"input": [{"text": 2}]}):
         with pytest.raises(RelayError):
             moderation_meter(bad)
+
+
+def test_end_event_names_are_whole_names():
+    sse = SSEUsageFilter(strip_usage_chunk=False, dialect=RESPONSES)
+    sse.feed(_event("response.completed_not", response={}))
+    assert not sse.done
+    sse.feed(b'data: {"type":"response.completedX"}\n\n')
+    assert not sse.done
+    sse.feed(b'data: {"type":"response.completed","response":{}}\n\n')
+    assert sse.done

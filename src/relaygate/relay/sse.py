@@ -36,9 +36,11 @@ _RESPONSES_ENDS = (b"response.completed", b"response.incomplete", b"response.fai
 def _is_named_event(event: bytes, name: bytes) -> bool:
     """``event`` is the one named ``name``, by its ``event:`` line or its data's leading
     ``"type"`` (Claude's message_stop, the Responses API's response.completed)."""
-    if event.startswith((b"event: " + name, b"event:" + name)):
-        return True
-    return event.startswith(b"data:") and event[5:].lstrip().startswith(b'{"type":"' + name)
+    for prefix in (b"event: ", b"event:"):
+        if event.startswith(prefix + name):
+            rest = event[len(prefix) + len(name) :]
+            return not rest or rest[:1] in (b"\n", b"\r", b" ")
+    return event.startswith(b"data:") and event[5:].lstrip().startswith(b'{"type":"' + name + b'"')
 
 
 class SSEUsageFilter:
