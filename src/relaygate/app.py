@@ -178,4 +178,7 @@ def init_app(settings: Settings, *, with_api: bool = True) -> web.Application:
         from relaygate.api import add_api_routes
 
         add_api_routes(app)
+        from relaygate.console import add_console_routes
+
+        add_console_routes(app)
     return app

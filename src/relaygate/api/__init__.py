@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from relaygate.api import channels, logs, openapi, status, tokens, usage, users
+from relaygate.api import channels, logs, openapi, operator, status, tokens, usage, users
 from relaygate.api.routing import Route, RouteTable, install
 
 TABLES: list[RouteTable] = [
@@ -20,6 +20,7 @@ TABLES: list[RouteTable] = [
     users.routes,
     channels.routes,
     logs.routes,
+    operator.routes,
 ]
 
 
