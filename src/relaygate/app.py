@@ -183,5 +183,8 @@ def init_app(settings: Settings, *, with_api: bool = True) -> web.Application:
         from relaygate.api import add_api_routes
 
         add_api_routes(app)
+        from relaygate.console import add_console_routes
+
+        add_console_routes(app)
     cors.install(app, settings)  # last: its OPTIONS route catches every path
     return app
