@@ -121,7 +121,14 @@ async def add_headers(request: web.Request, response: web.StreamResponse) -> Non
 
 
 def install(app: web.Application, settings: Settings) -> None:
-    """Call after every other route is added (the OPTIONS route catches all paths)."""
+    """Call after every other route is added: each route's resource gets an OPTIONS route,
+    so a preflight reaches every path that exists, and a path that does not stays a 404 (a
+    catch-all OPTIONS route would turn every unknown path into a 405)."""
     app[CORS_POLICIES] = policies(settings)
-    app.router.add_route("OPTIONS", "/{tail:.*}", options)
+    for resource in list(app.router.resources()):
+        if not isinstance(resource, web.Resource) or isinstance(resource, web.StaticResource):
+            continue
+        if any(route.method in ("OPTIONS", "*") for route in resource):
+            continue
+        resource.add_route("OPTIONS", options)
     app.on_response_prepare.append(add_headers)
