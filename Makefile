@@ -10,7 +10,7 @@ MIN_STAMP := $(VENV_MIN)/.installed
 # The lock files: `make lock` rewrites them from pyproject.toml (see README "Dependencies").
 LOCK_FLAGS := --universal --python-version 3.11 --custom-compile-command 'make lock' -q
 
-.PHONY: image dev test test-unit test-integration test-min lock lint typecheck services bench bench-locust bench-flusher bench-peers soak fuzz clean
+.PHONY: image dev test screenshots test-unit test-integration test-min lock lint typecheck services bench bench-locust bench-flusher bench-peers soak fuzz clean
 
 # The dev tools at the versions of requirements-dev.lock (constraints: pyproject still decides
 # what is installed, the lock only which version).
@@ -52,6 +52,12 @@ lock: $(STAMP)
 	$(BIN)/python -m pip install -q uv
 	$(BIN)/uv pip compile pyproject.toml $(LOCK_FLAGS) --generate-hashes -o requirements.lock
 	$(BIN)/uv pip compile pyproject.toml $(LOCK_FLAGS) --extra dev -o requirements-dev.lock
+
+## The console's pages, light and dark x desktop and phone width, as PNGs (SCREENSHOTS=folder).
+SCREENSHOTS ?= screenshots
+screenshots: $(STAMP)
+	RELAYGATE_SCREENSHOTS=$(abspath $(SCREENSHOTS)) $(BIN)/python -m tests.services -- $(BIN)/python -m pytest -q -p no:cacheprovider tests/browser
+	@echo "screenshots in $(SCREENSHOTS)/"
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit

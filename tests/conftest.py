@@ -39,7 +39,7 @@ TABLES = "logs, tokens, users, channels, options"
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
     for item in items:
         path = str(item.fspath)
-        for kind in ("unit", "integration", "e2e"):
+        for kind in ("unit", "integration", "e2e", "browser"):
             if f"{os.sep}tests{os.sep}{kind}{os.sep}" in path:
                 item.add_marker(getattr(pytest.mark, kind))
 

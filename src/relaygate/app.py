@@ -20,6 +20,8 @@ from relaygate.config import Settings
 from relaygate.keys import KeyScheme
 from relaygate.ledger import Scripts
 from relaygate.redispipe import PipelinedRedis
+from relaygate.relay import cors
+from relaygate.relay.compat import add_compat_routes
 from relaygate.relay.routes import add_routes
 from relaygate.runtime import Runtime
 from relaygate.settles import adopt_journals
@@ -176,8 +178,13 @@ def init_app(settings: Settings, *, with_api: bool = True) -> web.Application:
     app.cleanup_ctx.append(_runtime_ctx)
     metrics.install(app)
     add_routes(app)
+    add_compat_routes(app)
     if with_api:
         from relaygate.api import add_api_routes
 
         add_api_routes(app)
+        from relaygate.console import add_console_routes
+
+        add_console_routes(app)
+    cors.install(app, settings)  # last: its OPTIONS route catches every path
     return app

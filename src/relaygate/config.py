@@ -140,6 +140,10 @@ class Settings:
     # Seconds between tests of the auto-disabled channels (one relay per round; those that
     # pass are enabled again). 0 = never: only GET /api/channel/test/{id} re-enables.
     channel_retest_seconds: float = 0.0
+    # Origins browser apps may call the relay routes from (`*` = any; empty = no CORS).
+    cors_origins: tuple[str, ...] = ("*",)
+    # Origins allowed on /api/ (with credentials); none by default, `*` refused.
+    api_cors_origins: tuple[str, ...] = ()
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -250,6 +254,27 @@ def _parse_keywords(name: str, raw: str) -> tuple[str, ...]:
     return tuple(w for w in words if w)
 
 
+def _parse_origins(name: str, raw: str, allow_any: bool = True) -> tuple[str, ...]:
+    """Comma-separated origins (``scheme://host[:port]``), or ``*``."""
+    origins = []
+    for part in raw.replace("\n", ",").split(","):
+        part = part.strip().rstrip("/")
+        if not part:
+            continue
+        if part == "*":
+            if not allow_any:
+                raise ConfigError(
+                    f"{name}: '*' is not allowed (these routes accept credentials); "
+                    "list the console's origins"
+                )
+        else:
+            parsed = urlparse(part)
+            if parsed.scheme not in ("http", "https") or not parsed.netloc or parsed.path:
+                raise ConfigError(f"{name}: {part!r} is not an origin like https://app.example")
+        origins.append(part)
+    return tuple(origins)
+
+
 def _parse_ca_file(name: str, raw: str) -> str:
     """A PEM CA bundle, loaded once here so that a bad one stops the start in one line."""
     value = raw.strip()
@@ -346,6 +371,11 @@ FIELDS: dict[str, tuple[str, Parser]] = {
     "auto_disable_keywords": ("RELAYGATE_AUTO_DISABLE_KEYWORDS", _parse_keywords),
     "auto_enable_channels": ("RELAYGATE_AUTO_ENABLE_CHANNELS", _parse_bool),
     "channel_retest_seconds": ("RELAYGATE_CHANNEL_RETEST_SECONDS", _parse_float),
+    "cors_origins": ("RELAYGATE_CORS_ORIGINS", _parse_origins),
+    "api_cors_origins": (
+        "RELAYGATE_API_CORS_ORIGINS",
+        lambda n, r: _parse_origins(n, r, allow_any=False),
+    ),
 }
 
 

@@ -48,6 +48,20 @@ DEFAULT_MODELS: dict[str, tuple[float, float, int]] = {
     "text-embedding-3-small": (0.01, 1, 0),
     "text-embedding-3-large": (0.065, 1, 0),
     "text-embedding-ada-002": (0.05, 1, 0),
+    # New API's defaults for the issue-12 routes (its ratio table, setting/ratio_setting):
+    # speech is priced per input character (1k characters = $0.015 at 7.5), moderation is
+    # free, Jina rerankers per token.
+    "whisper-1": (3, 1, 0),  # per "duration token": 1,000 a minute (relay.transcribe)
+    "tts-1": (7.5, 1, 0),
+    "tts-1-1106": (7.5, 1, 0),
+    "tts-1-hd": (15, 1, 0),
+    "tts-1-hd-1106": (15, 1, 0),
+    "omni-moderation-latest": (0, 1, 0),
+    "omni-moderation-2024-09-26": (0, 1, 0),
+    "text-moderation-latest": (0, 1, 0),
+    "text-moderation-stable": (0, 1, 0),
+    "jina-reranker-v2-base-multilingual": (0.025, 1, 0),
+    "jina-reranker-m0": (0.025, 1, 0),
 }
 # model -> USD per call
 DEFAULT_MODEL_PRICES: dict[str, float] = {"dall-e-3": 0.04, "gpt-image-1": 0.04}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import wave
 from typing import Any
 
 from relaygate.appkeys import RUNTIME
@@ -28,6 +30,17 @@ async def hook_world(env: Any, client: Any, upstream: str) -> tuple[int, Any]:
     await refresh(client)
     tok = await env.admin.create_token(uid, "t", remain_quota=10**7)
     return uid, tok
+
+
+def wav(seconds: float, rate: int = 8000) -> bytes:
+    """A silent mono 16-bit WAV file of ``seconds``."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(b"\0\0" * int(rate * seconds))
+    return out.getvalue()
 
 
 def bearer(key: str) -> dict[str, str]:

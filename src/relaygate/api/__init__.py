@@ -16,6 +16,7 @@ from relaygate.api import (
     data,
     logs,
     openapi,
+    operator,
     slashes,
     status,
     tokens,
@@ -37,6 +38,7 @@ TABLES: list[RouteTable] = [
     channels.routes,
     logs.routes,
     data.routes,
+    operator.routes,
 ]
 
 

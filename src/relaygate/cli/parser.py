@@ -19,7 +19,8 @@ COMMON = ("database_url", "redis_url", "log_level", "key_prefix", "shards")
 # ``serve`` and ``dev`` take a flag for every setting (``--with-worker`` is their own switch);
 # ``worker`` for every setting but the listening ones.
 SERVE = tuple(name for name in FIELDS if name != "with_worker")
-WORKER = tuple(n for n in SERVE if n not in ("host", "port", "workers", "trusted_proxies"))
+_LISTENING = ("host", "port", "workers", "trusted_proxies", "cors_origins", "api_cors_origins")
+WORKER = tuple(n for n in SERVE if n not in _LISTENING)
 
 # What ``add_subparsers()`` returns; argparse keeps its class private.
 Subparsers = Any

@@ -17,6 +17,9 @@ from relaygate.channels import TYPE_ANTHROPIC, TYPE_AZURE, TYPE_GEMINI, Channel
 OPENAI = "openai"
 CLAUDE = "claude"
 GEMINI = "gemini"
+# OpenAI's Responses API (/v1/responses): OpenAI's error shape and auth, but its own output
+# field, usage names (input/output_tokens) and stream events (relaygate.relay.compat).
+RESPONSES = "responses"
 ANTHROPIC_VERSION = "2023-06-01"
 
 _GEMINI_STATUS = {
@@ -95,6 +98,15 @@ def _sum_tokens(usage: dict[str, Any], names: tuple[str, ...]) -> int | None:
     return total
 
 
+def _only_total(usage: dict[str, Any]) -> bool:
+    """A usage object with a total and no split (Jina/Cohere-style rerank answers)."""
+    return (
+        "total_tokens" in usage
+        and "completion_tokens" not in usage
+        and "output_tokens" not in usage
+    )
+
+
 _CLAUDE_INPUT = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
 
@@ -106,10 +118,15 @@ def read_usage(obj: Any) -> tuple[int, int] | None:
         return None
     usage = obj.get("usage")
     if not isinstance(usage, dict):
-        message = obj.get("message")  # Claude's message_start event
-        usage = message.get("usage") if isinstance(message, dict) else None
+        # Claude's message_start event nests it in "message", a Responses stream's
+        # response.completed event in "response".
+        inner = obj.get("message", obj.get("response"))
+        usage = inner.get("usage") if isinstance(inner, dict) else None
     if isinstance(usage, dict):
         raw_prompt = usage.get("prompt_tokens")
+        if raw_prompt is None and "input_tokens" not in usage and _only_total(usage):
+            total = _tokens(usage["total_tokens"])  # rerank: one count, all of it input
+            return None if total is None else (total, 0)
         if raw_prompt is None and "input_tokens" in usage:
             prompt = _sum_tokens(usage, _CLAUDE_INPUT)
         elif raw_prompt is None:
@@ -166,7 +183,7 @@ def upstream_headers(channel: Channel, dialect: str, client_headers: Any) -> dic
     """Headers of a call to ``channel``; the caller may not modify the returned dict (the
     OpenAI-to-OpenAI one is built once per channel)."""
     if channel.type == TYPE_AZURE or (
-        dialect == OPENAI and channel.type not in (TYPE_ANTHROPIC, TYPE_GEMINI)
+        dialect in (OPENAI, RESPONSES) and channel.type not in (TYPE_ANTHROPIC, TYPE_GEMINI)
     ):
         return channel.bearer_headers  # an Azure channel's carry its api-key header
     headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}

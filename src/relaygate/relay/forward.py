@@ -74,13 +74,16 @@ async def forward(
             url = channel.base_url + path
             headers = dialects.upstream_headers(channel, plan.upstream, request.headers)
         else:
-            if upstream_model != job.model and ep.dialect != dialects.GEMINI:
+            # (A form upload is sent as received: a mapped model name is not rewritten in it.)
+            if upstream_model != job.model and ep.dialect != dialects.GEMINI and ep.parse is None:
                 body["model"] = upstream_model
                 modified = True
             payload = orjson.dumps(body) if modified else out.raw
             path = dialects.upstream_path(ep.dialect, ep.path, upstream_model, stream)
             url = channel.base_url + path
             headers = dialects.upstream_headers(channel, ep.dialect, request.headers)
+            if ep.parse is not None:  # the multipart boundary is the client's
+                headers = {**headers, "Content-Type": request.headers.get("Content-Type", "")}
         if channel.type == TYPE_AZURE:
             url = azure.url(channel, path, upstream_model)
         t_up = time.perf_counter()
@@ -185,7 +188,7 @@ async def _non_stream(
 ) -> tuple[web.StreamResponse, bool]:
     """A whole answer: charged by its usage (or an estimate), then passed on."""
     upstream_ms = (time.perf_counter() - t_up) * 1000
-    prompt, completion, estimated = _usage_from_body(data, job)
+    prompt, completion, estimated = job.metered or _usage_from_body(data, job)
     actual = job.rates.charge(prompt, completion)
     event = usage_event(job, channel, prompt, completion, False, estimated)
     overhead = (time.perf_counter() - job.t0) * 1000 - upstream_ms

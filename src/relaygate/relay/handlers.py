@@ -30,6 +30,7 @@ from relaygate.relay.request import (
     IMAGE_TOKEN_BOUND,
     Endpoint,
     Job,
+    Metered,
     OutputBound,
     fit_body,
     new_request_id,
@@ -100,11 +101,15 @@ async def _handle(
     ip = client_ip(request, rt.settings.trusted_proxies)
     key_hash, meta = await _authenticate(request, rt, ip)
     raw = await _read_body(request, rt)
-    body = parse_body(raw)
+    if ep.parse is None:
+        body = parse_body(raw)
+    else:
+        body = ep.parse(raw, request.headers.get("Content-Type", ""))
     model, stream = requested_model(body, request, ep)
     if not meta.in_scope(model, ip):  # rare: re-check against current metadata, or refuse
         meta = await confirmed_scope(rt, meta, key_hash, model, ip)
-    rates, bound, rplan = _price(rt, meta, model, body, raw, ep)
+    metered = ep.meter(body) if ep.meter is not None else None
+    rates, bound, rplan = _price(rt, meta, model, body, raw, ep, metered)
     if rt.settles.pending >= MAX_KEPT:
         raise errors.LEDGER_UNAVAILABLE
     meta, res, ledger_keys, member = await reserve(
@@ -121,6 +126,7 @@ async def _handle(
         member=member,
         ip=ip_text(ip),
         t0=t0,
+        metered=metered,
     )
     if rt.settings.request_log:
         request[JOB] = job
@@ -172,10 +178,17 @@ async def _read_body(request: web.Request, rt: Runtime) -> bytes:
 
 
 def _price(
-    rt: Runtime, meta: TokenMeta, model: str, body: dict[str, Any], raw: bytes, ep: Endpoint
+    rt: Runtime,
+    meta: TokenMeta,
+    model: str,
+    body: dict[str, Any],
+    raw: bytes,
+    ep: Endpoint,
+    metered: Metered | None = None,
 ) -> tuple[Rates, OutputBound, ReservationPlan]:
     """What this request may cost at most: its rates, its output bound, and the reserve
-    plan (base + per output token) that covers both."""
+    plan (base + per output token) that covers both. A metered request is billed its
+    metered prompt, so that is what is reserved (not the body's size: an audio upload)."""
     if not rt.catalog.channels.has(meta.group, model):
         raise errors.no_channel(meta.group, model)
     rates = rt.catalog.prices.rates(model, meta.group)
@@ -183,7 +196,10 @@ def _price(
         raise errors.model_price_missing(model)
     bound = output_bounds(body, ep, rates.pricing, rt.settings.max_reserve_tokens)
     rates = rates.times(bound.calls)
-    rplan = rates.plan(len(raw) + IMAGE_TOKEN_BOUND * raw.count(b"image_url"))
+    if metered is not None:
+        rplan = rates.plan(metered[0])
+    else:
+        rplan = rates.plan(len(raw) + IMAGE_TOKEN_BOUND * raw.count(b"image_url"))
     cap = rt.settings.max_reserve_quota
     if cap and bound.field is not None:
         bound = within_quota_cap(bound, rplan.base, rplan.per_token_micro, cap)

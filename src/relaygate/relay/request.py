@@ -5,6 +5,7 @@ the request: no I/O, so the fuzz tests drive them directly."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from random import getrandbits
 from typing import Any
@@ -18,6 +19,10 @@ from relaygate.relay import dialects, errors
 
 IMAGE_TOKEN_BOUND = 1500  # prompt tokens one image may cost (gpt-4o high detail, 2048 px)
 
+# (prompt, completion, estimated): what a route bills from the request alone, whatever the
+# upstream answers (speech: characters of the input; moderation: its input text).
+Metered = tuple[int, int, bool]
+
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
@@ -29,6 +34,13 @@ class Endpoint:
     streams: bool
     dialect: str = dialects.OPENAI
     route: str = ""  # the aiohttp route, also the metrics label; the path unless set
+    default_model: str | None = None  # the model when the body names none (moderations)
+    # Usage from the request, for routes whose answer reports none (relay.compat); raises
+    # a RelayError (400) on a body it cannot meter, before anything is reserved.
+    meter: Callable[[dict[str, Any]], Metered] | None = None
+    # A body that is not JSON (multipart uploads): parsed by this from (raw, Content-Type),
+    # and sent upstream as received, with the client's Content-Type.
+    parse: Callable[[bytes, str], dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if not self.route:
@@ -71,6 +83,7 @@ class Job:
     # Channels called, in order (failover); logged as other.admin_info.use_channel when
     # more than one was.
     attempts: list[int] = field(default_factory=list)
+    metered: Metered | None = None  # usage known from the request (Endpoint.meter)
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
@@ -97,7 +110,7 @@ def requested_model(body: dict[str, Any], request: web.Request, ep: Endpoint) ->
                 "invalid_path",
             )
         return model, action == "streamGenerateContent"
-    named = body.get("model")
+    named = body.get("model", ep.default_model)
     if not isinstance(named, str) or not named.strip():
         raise errors.bad_request(
             "'model' is required and must be a non-empty string.", "missing_model"

@@ -116,6 +116,6 @@ def add_routes(app: web.Application) -> None:
     """Relay routes record their own metrics inside ``handle``; the rest through ``counted``."""
     for ep in (CHAT, COMPLETIONS, EMBEDDINGS, IMAGES, CLAUDE_MESSAGES, GEMINI_GENERATE):
         app.router.add_post(ep.route, _bind(ep))
-    app.router.add_get("/v1/models", counted("/v1/models", list_models))
+    # GET /v1/models (OpenAI's or Gemini's list, by caller): relay.compat.add_compat_routes
     app.router.add_get("/healthz", counted("/healthz", healthz))
     app.router.add_get("/readyz", counted("/readyz", readyz))

@@ -16,14 +16,31 @@ from __future__ import annotations
 
 import orjson
 
-from relaygate.relay.dialects import CLAUDE, GEMINI, OPENAI, read_usage, text_bytes
+from relaygate.relay.dialects import CLAUDE, GEMINI, OPENAI, RESPONSES, read_usage, text_bytes
 
 MAX_PARTIAL = 1 << 20  # flush an unterminated event beyond 1 MiB rather than hold it
 MAX_KEPT_FOR_ESTIMATE = 8 << 20  # delivered bytes kept to estimate an answer without usage
 
 # per dialect: what marks a content event, what marks the end of the answer
-_CONTENT = {OPENAI: b'"delta"', CLAUDE: b'"delta"', GEMINI: b'"candidates"'}
-_END = {OPENAI: b"[DONE]", CLAUDE: b"message_stop", GEMINI: b'"finishReason"'}
+_CONTENT = {OPENAI: b'"delta"', CLAUDE: b'"delta"', GEMINI: b'"candidates"', RESPONSES: b'"delta"'}
+_END = {
+    OPENAI: b"[DONE]",
+    CLAUDE: b"message_stop",
+    GEMINI: b'"finishReason"',
+    # The Responses API ends a stream with one of these events (and no [DONE]).
+    RESPONSES: b"response.completed",
+}
+_RESPONSES_ENDS = (b"response.completed", b"response.incomplete", b"response.failed")
+
+
+def _is_named_event(event: bytes, name: bytes) -> bool:
+    """``event`` is the one named ``name``, by its ``event:`` line or its data's leading
+    ``"type"`` (Claude's message_stop, the Responses API's response.completed)."""
+    for prefix in (b"event: ", b"event:"):
+        if event.startswith(prefix + name):
+            rest = event[len(prefix) + len(name) :]
+            return not rest or rest[:1] in (b"\n", b"\r", b" ")
+    return event.startswith(b"data:") and event[5:].lstrip().startswith(b'{"type":"' + name + b'"')
 
 
 class SSEUsageFilter:
@@ -101,9 +118,8 @@ class SSEUsageFilter:
         last = ready[start + len(sep) if start >= 0 else 0 : body_end].strip()
         if self._end == b"[DONE]":
             return last in (b"data: [DONE]", b"data:[DONE]")
-        return last.startswith((b"event: message_stop", b"event:message_stop")) or (
-            last.startswith(b"data:") and last[5:].lstrip().startswith(b'{"type":"message_stop"')
-        )
+        names = _RESPONSES_ENDS if self._end == b"response.completed" else (self._end,)
+        return any(_is_named_event(last, name) for name in names)
 
     def answer_text_bytes(self) -> int:
         """Bytes of the answer's text in the delivered events (see dialects.text_bytes), over

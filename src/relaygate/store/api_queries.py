@@ -254,3 +254,20 @@ ORDER BY 4, 3
 """
 
 OPTIONS_ALL = "SELECT key, value FROM options ORDER BY key"
+
+# --- operator quota view ---------------------------------------------------------------------
+
+# $1 window start (unix s), $2 limit. Spend comes from the flushed consume logs (type 2).
+TOKENS_BY_SPEND = """
+SELECT t.id, t.user_id, t.key_mask, t.status, t.name, t.created_time, t.accessed_time,
+       t.expired_time, t.quota_limit, t.used_quota, t.unlimited_quota, t.model_limits_enabled,
+       t.model_limits, t.allow_ips, t."group", t.daily_quota, t.monthly_quota,
+       u.username, s.requests, s.spent
+FROM (
+    SELECT token_id, count(*) AS requests, sum(quota) AS spent FROM logs
+    WHERE type = 2 AND created_at >= $1 GROUP BY token_id ORDER BY spent DESC LIMIT $2
+) s
+JOIN tokens t ON t.id = s.token_id AND t.deleted_at IS NULL
+JOIN users u ON u.id = t.user_id
+ORDER BY s.spent DESC, t.id
+"""

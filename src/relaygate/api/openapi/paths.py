@@ -366,6 +366,20 @@ PATHS: dict[str, dict[str, Schema]] = {
             openai_errors=True,
         ),
     },
+    "/api/operator/tokens": {
+        "get": op(
+            "Operator quota view: every user's tokens by spend over a window, live used/remaining",
+            A,
+            obj(
+                {"window": INT, "items": {"type": "array", "items": ref("TokenSpend")}},
+                ["window", "items"],
+            ),
+            params=[
+                q("window", {"type": "integer", "minimum": 60}, "seconds, default 3600"),
+                q("limit", {"type": "integer", "minimum": 1, "maximum": 200}, "default 50"),
+            ],
+        ),
+    },
 }
 
 STRS: Schema = {"type": "array", "items": STR}

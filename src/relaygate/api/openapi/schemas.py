@@ -69,6 +69,20 @@ SCHEMAS: dict[str, Schema] = {
             obj({"recent_activity": {"type": "array", "items": ref("Log")}}, ["recent_activity"]),
         ]
     },
+    "TokenSpend": {
+        "allOf": [
+            ref("Token"),
+            obj(
+                {
+                    "username": {"type": "string"},
+                    "requests": {"type": "integer", "minimum": 0},
+                    "spent": {"type": "integer", "description": "quota consumed in the window"},
+                    "spend_per_minute": {"type": "number"},
+                },
+                ["username", "requests", "spent", "spend_per_minute"],
+            ),
+        ]
+    },
     "TokenCreated": {
         "allOf": [
             ref("Token"),

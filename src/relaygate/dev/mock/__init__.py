@@ -36,7 +36,8 @@ Speed: every body is built once per distinct (route, model, tokens, flags) and c
 with placeholders for the response id and the timestamp, which are substituted per request.
 
 Modules: ``common`` (config, hooks, error bodies, parsing), ``core`` (shared state and request
-flow), ``openai``, ``anthropic``, ``gemini`` (the routes) and ``app`` (wiring, ``run``).
+flow), ``openai``, ``openai_extra`` (responses, moderations, speech, rerank), ``anthropic``,
+``gemini`` (the routes) and ``app`` (wiring, ``run``).
 """
 
 from __future__ import annotations

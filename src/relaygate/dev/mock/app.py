@@ -14,6 +14,7 @@ from relaygate.dev.mock.common import MOCK_CONFIG, MockConfig
 from relaygate.dev.mock.core import MockCore
 from relaygate.dev.mock.gemini import GeminiRoutes
 from relaygate.dev.mock.openai import OpenAIRoutes
+from relaygate.dev.mock.openai_extra import OpenAIExtraRoutes
 
 PROVIDERS = ("openai", "anthropic", "gemini")
 
@@ -30,6 +31,12 @@ def build_app(cfg: MockConfig, providers: tuple[str, ...] = PROVIDERS) -> web.Ap
         app.router.add_post("/v1/completions", openai.completions)
         app.router.add_post("/v1/embeddings", openai.embeddings)
         app.router.add_get("/v1/models", openai.models)
+        extra = OpenAIExtraRoutes(core)
+        app.router.add_post("/v1/responses", extra.responses)
+        app.router.add_post("/v1/moderations", extra.moderations)
+        app.router.add_post("/v1/audio/speech", extra.speech)
+        app.router.add_post("/v1/audio/transcriptions", extra.transcriptions)
+        app.router.add_post("/v1/rerank", extra.rerank)
     if "anthropic" in providers:
         app.router.add_post("/v1/messages", anthropic.messages)
     if "gemini" in providers:
