@@ -33,6 +33,12 @@ PAGES = {
 state: dict[str, str] = {}
 
 
+def shown_secret(console: Console) -> str:
+    """The one-time secret, once the dialog holds it (it opens before the API answers)."""
+    text: str = console.until(lambda: console.el("#secret-value").text.strip(), "no secret shown")
+    return text
+
+
 def clean(console: Console, where: str) -> None:
     """No console errors and no serious accessibility violations on the current page."""
     assert console.console_errors() == [], where
@@ -104,7 +110,7 @@ def test_create_token_shows_key_once(console: Console, site: Site) -> None:
     console.text_in("#ips-error", "Line 2")  # each line validated before sending
     console.fill("#tf-ips", "127.0.0.1\n::1")
     console.el("#tf-save").click()
-    key = console.el("#secret-value").text.strip()
+    key = shown_secret(console)
     assert key.startswith("sk-") and len(key) == 51
     clean(console, "one-time key dialog")
     console.el("#secret-close").click()
@@ -165,6 +171,7 @@ def test_batch_delete(console: Console, site: Site) -> None:
         console.fill("#tf-name", name)
         console.el("#tf-unlimited").click()
         console.el("#tf-save").click()
+        shown_secret(console)  # the token exists once its key is shown
         console.el("#secret-close").click()
         console.text_in("main h2", name)
     console.open("#/tokens")
@@ -191,7 +198,7 @@ def test_page_is_clean(console: Console, name: str, shots: Path | None) -> None:
 def test_system_access_token_works_with_new_api_user(console: Console, site: Site) -> None:
     console.open("#/settings")
     console.el("#generate-access-token").click()
-    access = console.el("#secret-value").text.strip()
+    access = shown_secret(console)
     assert access and access != site.access
     console.el("#secret-close").click()
     request = urllib.request.Request(
