@@ -186,5 +186,5 @@ def init_app(settings: Settings, *, with_api: bool = True) -> web.Application:
         from relaygate.console import add_console_routes
 
         add_console_routes(app)
-    cors.install(app, settings)  # last: its OPTIONS route catches every path
+    cors.install(app, settings)  # last: adds OPTIONS to every resource registered so far
     return app

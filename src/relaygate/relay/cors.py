@@ -6,8 +6,8 @@ New API does: they authenticate with a key, never a cookie, so no credentials ar
 ``Access-Control-Allow-Credentials`` since the console may use a session cookie; ``*`` is
 refused there at start (config). Other paths (health, metrics) send no CORS headers.
 
-A preflight is answered by one catch-all ``OPTIONS`` route, added after every other route
-(aiohttp's router goes on to it when a path's own resource has no OPTIONS method): no
+A preflight is answered by an ``OPTIONS`` route that ``install`` adds to every existing
+resource once all routes are registered (an unknown path stays a 404): no
 middleware, so no extra coroutine frame on every relay request. The headers of real answers
 are added in ``on_response_prepare``, which also covers streams, whose headers go out
 before the handler returns.
