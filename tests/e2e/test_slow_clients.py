@@ -63,12 +63,12 @@ async def test_slowloris_connections_are_closed_and_others_are_served(
         held = await asyncio.wait_for(asyncio.gather(*slow), 30)
     finally:
         stop.set()
-    assert max(held) < 3.0, sorted(held)[-5:]  # header timeout 1 s, generous bound
+    assert max(held) < 15.0, sorted(held)[-5:]  # header timeout 1 s; without it: held 30 s
 
 
 async def test_idle_keep_alive_connection_is_closed(env: Any, stack: Stack) -> None:
     port = free_port()
-    await stack.relay(port, RELAYGATE_HEADER_TIMEOUT="5", RELAYGATE_KEEPALIVE_TIMEOUT="1")
+    await stack.relay(port, RELAYGATE_HEADER_TIMEOUT="60", RELAYGATE_KEEPALIVE_TIMEOUT="1")
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     await writer.drain()
@@ -76,8 +76,8 @@ async def test_idle_keep_alive_connection_is_closed(env: Any, stack: Stack) -> N
     # then a next head trickled in: cut by the keep-alive deadline, not kept forever
     writer.write(b"GET /healthz HTTP/1.1\r\n")
     t0 = time.monotonic()
-    assert await _closed_within(reader, 5)
-    assert time.monotonic() - t0 < 3.0
+    assert await _closed_within(reader, 30)
+    assert time.monotonic() - t0 < 20.0  # keep-alive deadline 1 s, not the 60 s header one
     writer.close()
 
 
