@@ -113,6 +113,10 @@ class Settings:
     # relaygate.metrics); empty: the supervisor makes a temporary directory per run.
     metrics_dir: str = ""
     with_worker: bool = False
+    # `relaygate worker` serves its flusher metrics (/metrics, /healthz) on this port, on
+    # RELAYGATE_HOST; 0 = no listener (the default: a worker asked for nothing opens no port,
+    # and several workers on one host would fight over a fixed one). deploy/ sets 9464.
+    worker_metrics_port: int = 0
     # Maximum accepted request body, bytes.
     max_body_bytes: int = 32 * 1024 * 1024
     # Allocations between young-generation garbage collections in `serve` (0 = Python's 700).
@@ -363,6 +367,10 @@ FIELDS: dict[str, tuple[str, Parser]] = {
     "allow_unsafe_redis_eviction": ("RELAYGATE_ALLOW_UNSAFE_REDIS_EVICTION", _parse_bool),
     "workers": ("RELAYGATE_WORKERS", lambda n, r: _parse_int(n, r, 1, 256)),
     "with_worker": ("RELAYGATE_WITH_WORKER", _parse_bool),
+    "worker_metrics_port": (
+        "RELAYGATE_WORKER_METRICS_PORT",
+        lambda n, r: _parse_int(n, r, 0, 65535),
+    ),
     "max_body_bytes": ("RELAYGATE_MAX_BODY_BYTES", lambda n, r: _parse_int(n, r, 1024)),
     "gc_gen0": ("RELAYGATE_GC_GEN0", lambda n, r: _parse_int(n, r, 0, 10_000_000)),
     "channel_attempts": ("RELAYGATE_CHANNEL_ATTEMPTS", lambda n, r: _parse_int(n, r, 1, 20)),

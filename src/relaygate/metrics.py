@@ -35,10 +35,11 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from redis.asyncio import Redis
 
 from relaygate.appkeys import RUNTIME, SETTINGS, STATS
 from relaygate.flusher import Flusher
-from relaygate.keys import STREAM_GROUP
+from relaygate.keys import STREAM_GROUP, KeyScheme
 from relaygate.runtime import Runtime
 from relaygate.stats import LATENCY_BUCKETS, RequestStats
 from relaygate.tally import OVERHEAD_BUCKETS, UPSTREAM_BUCKETS, Tally, merge
@@ -46,7 +47,7 @@ from relaygate.tally import OVERHEAD_BUCKETS, UPSTREAM_BUCKETS, Tally, merge
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = logging.getLogger(__name__)
 
-__all__ = ["FLUSHER", "STATS", "RequestStats", "counted", "install"]
+__all__ = ["FLUSHER", "STATS", "RequestStats", "counted", "install", "worker_app"]
 
 FLUSHER: web.AppKey[Flusher] = web.AppKey("relaygate.flusher", Flusher)
 SHARE_SECONDS = 1.0
@@ -144,27 +145,38 @@ def process_tally(app: web.Application) -> Tally:
         out.mark("channels", len(rt.catalog.channels.channels))
     flusher = app.get(FLUSHER)
     if flusher is not None:
-        out.inc("flusher_events", (), flusher.flushed)
-        out.inc("flusher_batches", (), flusher.batches)
-        out.inc("flusher_failures", (), flusher.failures)
-        out.inc("flusher_dead", (), flusher.dead_lettered)
-        out.inc("reaped", (), flusher.reaper.reaped)
+        add_flusher(out, flusher)
     return out
+
+
+# The families a standalone ``relaygate worker`` exposes (plus the per-shard Redis figures).
+WORKER_FAMILIES = frozenset(
+    ("flusher_events", "flusher_batches", "flusher_failures", "flusher_dead", "reaped")
+)
+
+
+def add_flusher(out: Tally, flusher: Flusher) -> None:
+    """The flusher's and its reaper's counters (``serve --with-worker`` and ``worker``)."""
+    out.inc("flusher_events", (), flusher.flushed)
+    out.inc("flusher_batches", (), flusher.batches)
+    out.inc("flusher_failures", (), flusher.failures)
+    out.inc("flusher_dead", (), flusher.dead_lettered)
+    out.inc("reaped", (), flusher.reaper.reaped)
 
 
 class TallyCollector(Collector):
     """The families of the merged figures of every process (``collect`` reads ``current``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, families: frozenset[str] | None = None) -> None:
         self.current = Tally()
+        self.families = families  # None: every family (the relay); else only these counters
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         t = self.current
-        for key, (name, doc, labels) in COUNTERS.items():
-            counter = CounterMetricFamily(name, doc, labels=labels)
-            for values, n in sorted(t.counters.get(key, {}).items()):
-                counter.add_metric(list(values), n)
-            yield counter
+        if self.families is not None:
+            yield from self._counters(t, self.families)
+            return
+        yield from self._counters(t, frozenset(COUNTERS))
         for key, (name, doc, labels, buckets) in HISTOGRAMS.items():
             yield _histogram(name, doc, labels, buckets, t.histograms.get(key, {}))
         for key, (name, doc, labels) in GAUGES.items():
@@ -173,6 +185,16 @@ class TallyCollector(Collector):
                 gauge.add_metric(list(values), n)
             yield gauge
         yield from _derived(t)
+
+    @staticmethod
+    def _counters(t: Tally, keys: frozenset[str]) -> Iterator[CounterMetricFamily]:
+        for key, (name, doc, labels) in COUNTERS.items():
+            if key not in keys:
+                continue
+            counter = CounterMetricFamily(name, doc, labels=labels)
+            for values, n in sorted(t.counters.get(key, {}).items()):
+                counter.add_metric(list(values), n)
+            yield counter
 
 
 def _histogram(
@@ -289,14 +311,19 @@ async def metrics_view(request: web.Request) -> web.Response:
 
 
 async def redis_figures(rt: Runtime) -> bytes:
+    """The relay's per-shard stream figures (``shard_figures``)."""
+    return await shard_figures(rt.redis, rt.keys)
+
+
+async def shard_figures(redis: Redis, keys: KeyScheme) -> bytes:
     """Per shard: stream length, entries delivered but not acked, age of the oldest event
     not yet in PostgreSQL (the flusher's lag). -1 everywhere when Redis cannot answer."""
-    streams = rt.keys.streams()
+    streams = keys.streams()
     now = time.time()
     lines = {"length": [], "pending": [], "lag": []}  # type: dict[str, list[str]]
     backlog = 0
     try:
-        pipe = rt.redis.pipeline(transaction=False)
+        pipe = redis.pipeline(transaction=False)
         for stream in streams:
             pipe.xlen(stream)
             pipe.xpending(stream, STREAM_GROUP)
@@ -378,3 +405,30 @@ def install(app: web.Application) -> RequestStats:
     app.cleanup_ctx.append(_share_ctx)
     app.router.add_get("/metrics", counted("/metrics", metrics_view))
     return stats
+
+
+def worker_app(flusher: Flusher, redis: Redis, keys: KeyScheme) -> web.Application:
+    """``relaygate worker``'s own listener (RELAYGATE_WORKER_METRICS_PORT): ``/metrics`` with
+    its flusher's and reaper's counters and the per-shard stream figures, ``/healthz``.
+
+    Why a listener of its own: a standalone worker has no relay app to answer a scrape, and
+    its counters live in its process only (the relays' snapshots never include them).
+    """
+    registry = CollectorRegistry(auto_describe=True)
+    collector = TallyCollector(WORKER_FAMILIES)
+    registry.register(collector)
+
+    async def metrics(_: web.Request) -> web.Response:
+        tally = Tally()
+        add_flusher(tally, flusher)
+        collector.current = tally
+        body = generate_latest(registry) + await shard_figures(redis, keys)
+        return web.Response(body=body, content_type="text/plain", charset="utf-8")
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    return app

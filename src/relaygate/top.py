@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
 
 from relaygate.keys import KeyScheme, day_and_month, day_key, month_key
 from relaygate.ledger import Code, parse_reservation_member
@@ -88,10 +88,17 @@ async def masters(redis: Redis) -> list[Redis]:
         return [redis]
     raw = await redis.execute_command("CLUSTER", "NODES")  # type: ignore[no-untyped-call]
     text = raw.decode() if isinstance(raw, bytes) else str(raw)
-    kwargs = dict(redis.connection_pool.connection_kwargs)
+    # Each node's pool copies the seed's connection settings (timeouts, password, TLS: the
+    # connection class) with only the address changed. Not ``Redis(**connection_kwargs)``:
+    # those are a connection's arguments, not the client's (redis-py refuses some of them).
+    seed = redis.connection_pool
     nodes = []
     for host, port in cluster_primaries(text):
-        nodes.append(Redis(**{**kwargs, "host": host, "port": port}))
+        pool = ConnectionPool(
+            connection_class=seed.connection_class,
+            **{**seed.connection_kwargs, "host": host, "port": port},
+        )
+        nodes.append(Redis.from_pool(pool))
     return nodes
 
 

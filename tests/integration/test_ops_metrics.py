@@ -80,6 +80,13 @@ async def test_ledger_upstream_cache_and_stream_metrics(
     loads = value(text, "relaygate_token_cache_loads_total")
     assert (hits, loads) == (3, 2)
     assert value(text, "relaygate_token_cache_hit_ratio") == hits / (hits + loads)
+    assert value(text, "relaygate_token_cache_entries") == 2
+    # requests: every one of the five chats counted by status and timed
+    route = "/v1/chat/completions"
+    assert value(text, "relaygate_http_requests_total", route=route, status="200") == 3
+    assert value(text, "relaygate_http_requests_total", route=route, status="429") == 1
+    assert value(text, "relaygate_http_request_seconds_count", route=route) == 5
+    assert value(text, "relaygate_http_request_seconds_bucket", route=route, le="+Inf") == 5
     # streams (no flusher here): the three usage events wait, none delivered
     assert total(text, "relaygate_flusher_stream_length") == 3
     assert total(text, "relaygate_flusher_pending") == 0

@@ -196,3 +196,18 @@ async def test_live_view_under_tmux_shows_spend_while_traffic_runs(
         finally:
             stop.set()
             await asyncio.gather(*workers)
+
+
+async def test_top_on_an_unreachable_redis_is_one_line(env: Any) -> None:
+    from ..conftest import free_port
+
+    dead = f"127.0.0.1:{free_port()}"
+    argv = top_argv(env.settings, "--once", "--json", "--no-names")
+    argv[argv.index("--redis-url") + 1] = f"redis://{dead}/0"
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    lines = err.decode().strip().splitlines()
+    assert proc.returncode == 1 and out == b""
+    assert len(lines) == 1 and lines[0].startswith(f"relaygate: cannot read Redis at {dead}")

@@ -77,6 +77,17 @@ def test_kubernetes_has_what_production_needs() -> None:
             for var in ("RELAYGATE_DATABASE_URL", "RELAYGATE_REDIS_URL"):
                 assert "secretKeyRef" in env[var]["valueFrom"], var
             assert {"configMapRef": {"name": "relaygate-config"}} in container["envFrom"]
+    # the worker serves its flusher metrics: annotated, port named, a Service selecting it
+    worker_tpl = deployments["relaygate-worker"]["spec"]["template"]
+    (worker,) = worker_tpl["spec"]["containers"]
+    port = {e["name"]: e for e in worker["env"]}["RELAYGATE_WORKER_METRICS_PORT"]["value"]
+    assert worker_tpl["metadata"]["annotations"]["prometheus.io/port"] == port
+    assert worker["ports"] == [{"name": "metrics", "containerPort": int(port)}]
+    assert worker["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    services = {s["metadata"]["name"]: s for s in by_kind("Service")}
+    metrics_svc = services["relaygate-worker-metrics"]["spec"]
+    assert metrics_svc["selector"] == worker_tpl["metadata"]["labels"]
+    assert metrics_svc["ports"][0]["targetPort"] == "metrics"
     relay = deployments["relaygate-relay"]["spec"]["template"]["spec"]["containers"][0]
     assert relay["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert relay["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -148,12 +159,17 @@ def test_compose_has_the_stack() -> None:
     assert conf["maxmemory-policy"] == "noeviction"
     assert conf["appendonly"] == "yes"
     assert "postgres" in services
-    # Prometheus scrapes every relay, and only relays.
+    # Prometheus scrapes every relay on its port, and the worker on its metrics port.
     prom = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
-    targets = [
-        t for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]
-    ]
-    assert sorted(t.split(":")[0] for t in targets) == relays
+    jobs = {
+        job["job_name"]: [t for sc in job["static_configs"] for t in sc["targets"]]
+        for job in prom["scrape_configs"]
+    }
+    assert sorted(t.split(":")[0] for t in jobs["relaygate"]) == relays
+    worker_port = services["worker"]["environment"]["RELAYGATE_WORKER_METRICS_PORT"]
+    assert jobs["relaygate-worker"] == [f"worker:{worker_port}"]
+    assert f":{worker_port}/healthz" in " ".join(services["worker"]["healthcheck"]["test"])
+    assert set(jobs) == {"relaygate", "relaygate-worker"}
     # Grafana gets the provisioning folder and the dashboards folder it points at.
     grafana = services["grafana"]["volumes"]
     assert "./grafana/provisioning:/etc/grafana/provisioning:ro" in grafana

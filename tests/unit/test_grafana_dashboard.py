@@ -10,11 +10,12 @@ from types import SimpleNamespace
 
 import fakeredis
 import jsonschema
+from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from relaygate.keys import KeyScheme
-from relaygate.metrics import TallyCollector, redis_figures
+from relaygate.metrics import TallyCollector, redis_figures, worker_app
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "relaygate.json"
 
@@ -58,6 +59,22 @@ async def exposed_names() -> set[str]:
     registry.register(TallyCollector())
     rt = SimpleNamespace(keys=KeyScheme("gd", 2), redis=fakeredis.FakeAsyncRedis())
     text = generate_latest(registry).decode() + (await redis_figures(rt)).decode()  # type: ignore[arg-type]
+    return names_in(text)
+
+
+async def worker_names() -> set[str]:
+    """Every sample name a standalone ``relaygate worker``'s /metrics shows."""
+    flusher = SimpleNamespace(
+        flushed=0, batches=0, failures=0, dead_lettered=0, reaper=SimpleNamespace(reaped=0)
+    )
+    app = worker_app(flusher, fakeredis.FakeAsyncRedis(), KeyScheme("gd", 2))  # type: ignore[arg-type]
+    async with TestClient(TestServer(app)) as client:
+        resp = await client.get("/metrics")
+        assert resp.status == 200
+        return names_in(await resp.text())
+
+
+def names_in(text: str) -> set[str]:
     names = set()
     for family in text_string_to_metric_families(text):
         if family.type == "counter":
@@ -101,3 +118,19 @@ async def test_every_query_names_an_existing_metric() -> None:
         "relaygate_relay_overhead_seconds_bucket",
     ):
         assert needed in used
+    # the flusher panels have data when the flusher runs as `relaygate worker` (its own
+    # scrape target) as well as inside `serve --with-worker`
+    flusher_used = {
+        m
+        for m in used
+        if "flusher" in m or m in ("relaygate_ledger_reaped_total", "relaygate_usage_backlog")
+    }
+    assert {
+        "relaygate_flusher_events_total",
+        "relaygate_flusher_batches_total",
+        "relaygate_flusher_failures_total",
+        "relaygate_flusher_dead_lettered_total",
+        "relaygate_ledger_reaped_total",
+    } <= flusher_used
+    missing = flusher_used - await worker_names()
+    assert not missing, f"not served by relaygate worker: {missing}"

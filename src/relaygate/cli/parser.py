@@ -16,11 +16,13 @@ Admin commands print one JSON object each, for scripting.
 """
 
 COMMON = ("database_url", "redis_url", "log_level", "key_prefix", "shards")
-# ``serve`` and ``dev`` take a flag for every setting (``--with-worker`` is their own switch);
-# ``worker`` for every setting but the listening ones.
-SERVE = tuple(name for name in FIELDS if name != "with_worker")
-_LISTENING = ("host", "port", "workers", "trusted_proxies", "cors_origins", "api_cors_origins")
-WORKER = tuple(n for n in SERVE if n not in _LISTENING)
+# ``serve`` and ``dev`` take a flag for every setting (``--with-worker`` is their own switch)
+# but the worker's metrics port; ``worker`` for every setting but the relay's listening ones
+# (``--host`` stays: its metrics listener binds it).
+_WORKER_ONLY = ("worker_metrics_port",)
+SERVE = tuple(name for name in FIELDS if name != "with_worker" and name not in _WORKER_ONLY)
+_LISTENING = ("port", "workers", "trusted_proxies", "cors_origins", "api_cors_origins")
+WORKER = (*(n for n in SERVE if n not in _LISTENING), *_WORKER_ONLY)
 
 # What ``add_subparsers()`` returns; argparse keeps its class private.
 Subparsers = Any
@@ -51,7 +53,10 @@ def _serve(sub: Subparsers) -> None:
 
 
 def _worker(sub: Subparsers) -> None:
-    p = sub.add_parser("worker", help="run the usage flusher")
+    p = sub.add_parser(
+        "worker",
+        help="run the usage flusher (and, with --worker-metrics-port, its /metrics)",
+    )
     add_setting_flags(p, WORKER)
 
 
