@@ -12,7 +12,9 @@ Paths (POST; the request body is ignored, like the nginx mock's):
 * ``/chunked/v1/chat/completions`` — SSE, chunked: role chunk, ``--chunks`` content chunks,
   finish chunk, usage chunk, ``[DONE]``, each in its own write, no delay (each its own
   packet on loopback with TCP_NODELAY, unless the receiver is slower than the writes);
-* ``/delay/v1/chat/completions`` — the same, ``--delay-ms`` apart (a model "typing");
+* ``/delay/v1/chat/completions`` — the same, ``--delay-ms`` apart (a model "typing"; one
+  shared timer writes the next frame of every delayed stream, so a frame may come up to
+  one tick early or late relative to its stream's start);
 * ``GET /v1/models`` — a one-model list.
 
     python bench/sse_mock.py --port 8010 --chunks 30 --delay-ms 2
@@ -104,6 +106,7 @@ class MockProtocol(asyncio.Protocol):
         self.buf = b""
         self.transport: asyncio.Transport | None = None
         self.busy = False  # a streamed answer is in flight: later requests wait
+        self.sent = 0  # frames of the delayed answer written so far
         self.loop = asyncio.get_running_loop()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -147,21 +150,51 @@ class MockProtocol(asyncio.Protocol):
             elif path == b"/delay/v1/chat/completions":
                 self.transport.write(SSE_HEADERS)
                 self.busy = True
-                self.loop.call_later(self.delay, self._next, 0)
+                self.sent = 0
+                Ticker.add(self)
             elif path == b"/v1/models":
                 self.transport.write(MODELS_RESPONSE)
             else:
                 self.transport.write(NOT_FOUND_RESPONSE)
 
-    def _next(self, i: int) -> None:
+    def tick(self) -> bool:
+        """Write the next frame; False once the answer is complete (or the peer is gone)."""
         if self.transport is None:
-            return
-        self.transport.write(self.frames[i])
-        if i + 1 < len(self.frames):
-            self.loop.call_later(self.delay, self._next, i + 1)
+            return False
+        self.transport.write(self.frames[self.sent])
+        self.sent += 1
+        if self.sent < len(self.frames):
+            return True
+        self.busy = False
+        self._drain()
+        return False
+
+
+class Ticker:
+    """One timer for all delayed streams, not one per stream and chunk: every ``delay``
+    each active stream gets its next frame. Why: a timer callback per chunk made the mock
+    cost as much CPU per request as the relays it is meant to measure."""
+
+    active: list[MockProtocol] = []
+    pending: list[MockProtocol] = []
+    armed = False
+
+    @classmethod
+    def add(cls, proto: MockProtocol) -> None:
+        cls.pending.append(proto)
+        if not cls.armed:
+            cls.armed = True
+            proto.loop.call_later(MockProtocol.delay, cls.run, proto.loop)
+
+    @classmethod
+    def run(cls, loop: asyncio.AbstractEventLoop) -> None:
+        streams = cls.active + cls.pending
+        cls.pending = []
+        cls.active = [p for p in streams if p.tick()]
+        if cls.active or cls.pending:
+            loop.call_later(MockProtocol.delay, cls.run, loop)
         else:
-            self.busy = False
-            self._drain()
+            cls.armed = False
 
 
 async def serve(host: str, port: int) -> None:
