@@ -12,6 +12,17 @@ of the ratio to the naive relay's req/s are printed.
 Each SRC_DIR is put first on PYTHONPATH of its own ``relaygate serve`` (so a
 ``git worktree`` of an older commit is a valid variant). One database, one key prefix and
 one flusher (from this checkout) serve all variants.
+
+Modes (``BENCH_AB_MODES``): ``non-stream`` and ``stream`` on the nginx mock (whose SSE
+answer arrives in one packet), ``stream-chunked`` and ``stream-chunked-delay`` on
+bench/sse_mock.py (SSE chunk by chunk, one write per chunk; no delay / BENCH_SSE_DELAY_MS
+apart). Default: all four.
+
+Extra naive pass-throughs on other upstream clients (bench/naive_relay_clients.py):
+``BENCH_AB_NAIVE=httptools,pyreqwest,aiosonic``, run with ``BENCH_AB_CLIENTS_PYTHON``
+(default: this interpreter) since pyreqwest/aiosonic are not relaygate dependencies. The
+``cpu x`` column is the naive aiohttp relay's CPU µs/request divided by the target's (>1:
+cheaper than the naive aiohttp pass-through), median over the repetitions.
 """
 
 from __future__ import annotations
@@ -30,7 +41,11 @@ LOADGEN_CPU = "0"
 REPS = int(os.environ.get("BENCH_AB_REPS", "4"))
 DURATION = float(os.environ.get("BENCH_AB_DURATION", "6"))
 CONNS = int(os.environ.get("BENCH_CONNS", "64"))
-MODES = os.environ.get("BENCH_AB_MODES", "non-stream,stream").split(",")
+MODES = os.environ.get(
+    "BENCH_AB_MODES", "non-stream,stream,stream-chunked,stream-chunked-delay"
+).split(",")
+NAIVE_CLIENTS = [x for x in os.environ.get("BENCH_AB_NAIVE", "").split(",") if x]
+CLIENTS_PYTHON = os.environ.get("BENCH_AB_CLIENTS_PYTHON", sys.executable)
 
 
 def serve_args(src: str, port: int) -> list[str]:
@@ -50,14 +65,15 @@ def main() -> None:
     c.ensure_wrk()
     mock_port = c.free_port()
     procs: list[c.Proc] = []
-    bodies = {
-        m: c.body_for(c.STREAM_MODEL if m == "stream" else c.NS_MODEL, m == "stream") for m in MODES
-    }
-    with c.nginx_mock(mock_port, cpus=LOADGEN_CPU, workers=1) as mock:
-        upstream = {"non-stream": mock, "stream": f"{mock}/stream"}
+    bodies = {m: c.mode_body(m) for m in MODES}
+    with (
+        c.nginx_mock(mock_port, cpus=LOADGEN_CPU, workers=1) as mock,
+        c.sse_mock(c.free_port(), cpus=LOADGEN_CPU) as (sse, sse_pid),
+    ):
+        upstream = c.upstreams(mock, sse)
         with c.bench_space():
             try:
-                seed = c.seed_cli(mock, 8)
+                seed = c.seed_cli(mock, 8, sse_base=sse)
                 procs.append(
                     c.Proc(
                         "ab-flusher", c.pinned(LOADGEN_CPU, [c.RELAYGATE, "worker"]), c.relay_env()
@@ -83,6 +99,15 @@ def main() -> None:
                     procs.append(p)
                     c.wait_http(f"http://127.0.0.1:{port}/", p)
                     targets[f"naive|{mode}"] = (f"http://127.0.0.1:{port}{PATH}", p)
+                    for client in NAIVE_CLIENTS:
+                        port = c.free_port()
+                        args = [CLIENTS_PYTHON, str(c.BENCH / "naive_relay_clients.py")]
+                        args += ["--client", client, "--port", str(port)]
+                        args += ["--upstream", upstream[mode]]
+                        p = c.Proc(f"ab-naive-{client}-{mode}", c.pinned(RELAY_CPU, args)).start()
+                        procs.append(p)
+                        c.wait_http(f"http://127.0.0.1:{port}/", p)
+                        targets[f"{client}|{mode}"] = (f"http://127.0.0.1:{port}{PATH}", p)
                 for i, spec in enumerate(srcs):
                     # "SRC_DIR[:NAME=VALUE,...]": extra environment for that variant
                     src, _, extra = spec.partition(":")
@@ -99,13 +124,31 @@ def main() -> None:
                     r = c.run_wrk(url, bodies[mode], seed.keys, connections=CONNS, duration=2)
                     if r.errors:
                         c.log(f"WARNING: warm-up {name}: {r.errors} errors of {r.requests}")
+                for mode in MODES:
+                    # The mock alone: its CPU per request must stay far below the relays'.
+                    r = c.run_wrk(
+                        upstream[mode] + PATH,
+                        bodies[mode],
+                        ["x"],
+                        connections=CONNS,
+                        duration=min(DURATION, 3),
+                        cpu_pids=[sse_pid]
+                        if mode.startswith("stream-chunked")
+                        else c.pids_named("nginx"),
+                    )
+                    c.log(
+                        f"mock alone {mode}: {r.rps:,.0f} req/s, "
+                        f"mock cpu {c.fmt(r.cpu_us_per_req)} us/req"
+                    )
                 cpu: dict[str, list[float]] = {k: [] for k in targets}
                 rps: dict[str, list[float]] = {k: [] for k in targets}
                 ratio: dict[str, list[float]] = {k: [] for k in targets}
                 sys_share: dict[str, list[float]] = {k: [] for k in targets}
+                cpu_x: dict[str, list[float]] = {k: [] for k in targets}
                 for rep in range(REPS):
                     for mode in MODES:
                         naive_rps = None
+                        naive_cpu = None
                         for name, (url, p) in targets.items():
                             if not name.endswith("|" + mode):
                                 continue
@@ -124,12 +167,15 @@ def main() -> None:
                                 c.log(f"WARNING: {name}: {r.errors} errors of {r.requests}")
                             cpu[name].append(r.cpu_us_per_req or 0.0)
                             rps[name].append(r.rps)
-                            if name.startswith("naive"):
+                            if name.startswith("naive|"):
                                 naive_rps = r.rps
+                                naive_cpu = r.cpu_us_per_req
                             elif naive_rps:
                                 ratio[name].append(r.rps / naive_rps)
+                            if naive_cpu and r.cpu_us_per_req:
+                                cpu_x[name].append(naive_cpu / r.cpu_us_per_req)
                             c.log(
-                                f"rep {rep + 1} {name:16s} {r.rps:8,.0f} req/s cpu {c.fmt(r.cpu_us_per_req)} us/req"
+                                f"rep {rep + 1} {name:30s} {r.rps:8,.0f} req/s cpu {c.fmt(r.cpu_us_per_req)} us/req"
                             )
                         time.sleep(0.2)
                 print(
@@ -138,13 +184,15 @@ def main() -> None:
                 for i, src in enumerate(srcs):
                     print(f"  v{i} = {src}")
                 print(
-                    f"{'target':18s} {'req/s':>8s} {'cpu us/req':>11s} {'ratio':>6s} {'sys%':>5s}"
+                    f"{'target':30s} {'req/s':>8s} {'cpu us/req':>11s} {'ratio':>6s} "
+                    f"{'cpu x':>6s} {'sys%':>5s}"
                 )
                 for name in targets:
                     r_med = statistics.median(ratio[name]) if ratio[name] else 1.0
+                    x_med = statistics.median(cpu_x[name]) if cpu_x[name] else 1.0
                     print(
-                        f"{name:18s} {statistics.median(rps[name]):8,.0f} "
-                        f"{statistics.median(cpu[name]):11.0f} {r_med:6.2f} "
+                        f"{name:30s} {statistics.median(rps[name]):8,.0f} "
+                        f"{statistics.median(cpu[name]):11.0f} {r_med:6.2f} {x_med:6.2f} "
                         f"{100 * statistics.median(sys_share[name]):5.0f}"
                     )
             finally:

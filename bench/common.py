@@ -43,6 +43,32 @@ BIG_QUOTA = 10**14  # quota units; New API's bound is 5e14
 
 NS_MODEL = "gpt-4o-mini"  # served by the non-stream channel (nginx /v1/chat/completions)
 STREAM_MODEL = "gpt-4o"  # served by the stream channel (nginx /stream/v1/chat/completions)
+CHUNKED_MODEL = "gpt-4.1"  # bench/sse_mock.py /chunked: SSE chunk by chunk, no delay
+DELAY_MODEL = "gpt-4.1-mini"  # bench/sse_mock.py /delay: SSE chunk by chunk, a few ms apart
+SSE_CHUNKS = int(os.environ.get("BENCH_SSE_CHUNKS", "30"))
+SSE_DELAY_MS = float(os.environ.get("BENCH_SSE_DELAY_MS", "2"))
+
+# mode -> (model, stream?) for the request body; the upstream of each mode is in upstreams()
+MODES: dict[str, tuple[str, bool]] = {
+    "non-stream": (NS_MODEL, False),
+    "stream": (STREAM_MODEL, True),
+    "stream-chunked": (CHUNKED_MODEL, True),
+    "stream-chunked-delay": (DELAY_MODEL, True),
+}
+
+
+def upstreams(nginx: str, sse: str | None) -> dict[str, str]:
+    """Base URL of each mode's upstream (what a naive relay's --upstream gets)."""
+    out = {"non-stream": nginx, "stream": f"{nginx}/stream"}
+    if sse is not None:
+        out["stream-chunked"] = f"{sse}/chunked"
+        out["stream-chunked-delay"] = f"{sse}/delay"
+    return out
+
+
+def mode_body(mode: str) -> str:
+    model, stream = MODES[mode]
+    return body_for(model, stream)
 
 
 def log(msg: str) -> None:
@@ -240,6 +266,34 @@ def nginx_mock(port: int, cpus: str | None = "0", workers: int = 1) -> Iterator[
         subprocess.run([script, str(port), "stop"], env=env, check=False, stdout=subprocess.DEVNULL)
 
 
+@contextlib.contextmanager
+def sse_mock(port: int, cpus: str | None = "0") -> Iterator[tuple[str, int]]:
+    """Start bench/sse_mock.py (chunk-by-chunk SSE, pinned to ``cpus``); yields the base URL
+    and its pid (so its own CPU per request can be measured: it must stay far below the
+    relays')."""
+    p = Proc(
+        "sse-mock",
+        pinned(
+            cpus,
+            [
+                sys.executable,
+                str(BENCH / "sse_mock.py"),
+                "--port",
+                str(port),
+                "--chunks",
+                str(SSE_CHUNKS),
+                "--delay-ms",
+                str(SSE_DELAY_MS),
+            ],
+        ),
+    ).start()
+    try:
+        wait_http(f"http://127.0.0.1:{port}/v1/models", p)
+        yield f"http://127.0.0.1:{port}", p.pid
+    finally:
+        p.stop()
+
+
 # --- wrk ------------------------------------------------------------------------------------
 
 
@@ -391,9 +445,26 @@ class Seed:
     keys: list[str]
 
 
-def seed_cli(mock_base: str, n_tokens: int = 8) -> Seed:
-    """A user, a non-stream and a stream channel on the nginx mock, and n big tokens."""
+def seed_cli(mock_base: str, n_tokens: int = 8, sse_base: str | None = None) -> Seed:
+    """A user, a non-stream and a stream channel on the nginx mock (and, with ``sse_base``,
+    the two chunk-by-chunk channels on bench/sse_mock.py), and n big tokens."""
     user = admin("create-user", "--username", "bench", "--quota", str(BIG_QUOTA))
+    if sse_base is not None:
+        for name, path, model in (
+            ("sse-chunked", "chunked", CHUNKED_MODEL),
+            ("sse-delay", "delay", DELAY_MODEL),
+        ):
+            admin(
+                "create-channel",
+                "--name",
+                name,
+                "--base-url",
+                f"{sse_base}/{path}",
+                "--key",
+                "sk-upstream",
+                "--models",
+                model,
+            )
     admin(
         "create-channel",
         "--name",

@@ -1,9 +1,12 @@
 """`make bench`: relaygate (full accounting) vs the naive pass-through vs the mock alone.
 
 What runs (all on this machine, stopped by pid at the end):
-  * nginx mock upstream (bench/start_nginx_mock.sh), one worker pinned to CPU 0;
-  * bench/naive_relay.py (the Python ceiling), pinned to CPU 1 — one instance for the
-    non-stream and one for the stream variant of the mock;
+  * nginx mock upstream (bench/start_nginx_mock.sh), one worker pinned to CPU 0, for the
+    ``non-stream`` and ``stream`` modes (its SSE answer arrives in one packet);
+  * bench/sse_mock.py pinned to CPU 0 for the ``stream-chunked`` (SSE chunk by chunk, one
+    write each, no delay) and ``stream-chunked-delay`` (BENCH_SSE_DELAY_MS apart) modes,
+    which run the streaming path proper;
+  * bench/naive_relay.py (the Python ceiling), pinned to CPU 1 — one instance per mode;
   * relaygate, one process pinned to CPU 1 (`taskset -c 1 relaygate serve`), and
     `relaygate serve --workers 2` unpinned; both with full accounting (reserve + settle
     EVALSHA per request) against their own database and Redis prefix, seeded through the
@@ -15,7 +18,8 @@ Then concurrency 1: p50/p99 of relaygate minus direct-to-the-mock, and the relay
 x-relaygate-overhead-ms header. Prints one table, writes JSON to bench/results/.
 
 Env: BENCH_DURATION (10), BENCH_REPS (3), BENCH_CONNS (64), BENCH_C1_DURATION (8),
-BENCH_TOKENS (8), BENCH_SKIP_WORKERS2=1.
+BENCH_TOKENS (8), BENCH_SKIP_WORKERS2=1, BENCH_MODES (all four), BENCH_SSE_CHUNKS (30),
+BENCH_SSE_DELAY_MS (2).
 """
 
 from __future__ import annotations
@@ -39,6 +43,9 @@ SKIP_W2 = os.environ.get("BENCH_SKIP_WORKERS2") == "1"
 PATH = "/v1/chat/completions"
 LOADGEN_CPU = "0"
 RELAY_CPU = "1" if c.NCPU > 1 else "0"
+MODES = os.environ.get(
+    "BENCH_MODES", "non-stream,stream,stream-chunked,stream-chunked-delay"
+).split(",")
 
 
 def rows_for(results: list[c.WrkResult]) -> dict[str, Any]:
@@ -64,35 +71,44 @@ def main() -> None:
         "machine": {"cpus": c.NCPU, "uname": os.uname().release},
         "config": {"duration_s": DURATION, "reps": REPS, "connections": CONNS, "tokens": N_TOKENS},
     }
-    bodies = {
-        "non-stream": c.body_for(c.NS_MODEL, False),
-        "stream": c.body_for(c.STREAM_MODEL, True),
-    }
-    with c.nginx_mock(mock_port, cpus=LOADGEN_CPU, workers=1) as mock:
-        upstream = {"non-stream": mock, "stream": f"{mock}/stream"}
+    bodies = {m: c.mode_body(m) for m in MODES}
+    with (
+        c.nginx_mock(mock_port, cpus=LOADGEN_CPU, workers=1) as mock,
+        c.sse_mock(c.free_port(), cpus=LOADGEN_CPU) as (sse, sse_pid),
+    ):
+        upstream = c.upstreams(mock, sse)
         c.log(f"mock upstream: nginx (Debian nginx-light, 1 worker, CPU {LOADGEN_CPU}) at {mock}")
         print(
             f"mock upstream: nginx {subprocess.run(['nginx', '-v'], capture_output=True, text=True).stderr.strip()}"
             f" at {mock} (non-stream) and {mock}/stream (SSE), 1 worker pinned to CPU {LOADGEN_CPU}"
         )
 
-        # 1. The mock alone, so we know it is far faster than what sits in front of it.
+        print(
+            f"chunk-by-chunk mock: bench/sse_mock.py at {sse} (/chunked, /delay: {c.SSE_CHUNKS} "
+            f"content chunks, {c.SSE_DELAY_MS:g} ms apart on /delay), pinned to CPU {LOADGEN_CPU}"
+        )
+
+        # 1. The mocks alone, so we know they are far faster than what sits in front of them.
         direct: dict[str, Any] = {}
-        for mode in ("non-stream", "stream"):
+        for mode in MODES:
             r = c.run_wrk(
                 upstream[mode] + PATH,
                 bodies[mode],
                 ["x"],
                 connections=CONNS,
                 duration=min(DURATION, 5),
+                cpu_pids=[sse_pid] if mode.startswith("stream-chunked") else c.pids_named("nginx"),
             )
             direct[mode] = rows_for([r])
-            c.log(f"mock alone {mode}: {r.rps:,.0f} req/s p50 {r.p50_ms:.2f} ms")
+            c.log(
+                f"mock alone {mode}: {r.rps:,.0f} req/s p50 {r.p50_ms:.2f} ms, "
+                f"mock cpu {c.fmt(r.cpu_us_per_req)} us/req"
+            )
         out["direct"] = direct
 
         with c.bench_space():
             try:
-                seed = c.seed_cli(mock, N_TOKENS)
+                seed = c.seed_cli(mock, N_TOKENS, sse_base=sse)
                 c.log(
                     f"seeded user {seed.user_id}, 2 channels, {len(seed.keys)} tokens via the admin CLI"
                 )
@@ -101,7 +117,7 @@ def main() -> None:
                 ).start()
                 procs.append(worker)
                 naive: dict[str, c.Proc] = {}
-                for mode in ("non-stream", "stream"):
+                for mode in MODES:
                     port = c.free_port()
                     p = c.Proc(
                         f"naive-{mode}",
@@ -144,7 +160,7 @@ def main() -> None:
                     time.sleep(0.5)  # both children bound
 
                 targets: dict[str, tuple[str, c.Proc | None, str]] = {}
-                for mode in ("non-stream", "stream"):
+                for mode in MODES:
                     targets[f"naive|{mode}"] = (
                         f"http://127.0.0.1:{naive[mode].port}{PATH}",
                         naive[mode],
@@ -198,6 +214,8 @@ def main() -> None:
                 # Concurrency 1: added latency over going direct to the mock.
                 c1: dict[str, Any] = {}
                 for mode in ("non-stream", "stream"):
+                    if mode not in MODES:
+                        continue
                     d = c.run_wrk(
                         upstream[mode] + PATH,
                         bodies[mode],
@@ -298,11 +316,11 @@ def print_table(out: dict[str, Any]) -> None:
         "relay1": "relaygate, full accounting, 1 proc pinned",
         "relay2": "relaygate, full accounting, --workers 2 unpinned",
     }
-    for mode in ("non-stream", "stream"):
+    for mode in MODES:
         d = direct.get(mode)
         if d:
             lines.append(
-                f"| direct to the mock | {mode} | {c.fmt(d['rps'])} | {d['p50_ms']:.2f} | {d['p99_ms']:.2f} | - | - |"
+                f"| direct to the mock ({'nginx' if mode in ('non-stream', 'stream') else 'sse_mock.py'}) | {mode} | {c.fmt(d['rps'])} | {d['p50_ms']:.2f} | {d['p99_ms']:.2f} | {c.fmt(d['cpu_us'])} (mock) | - |"
             )
         base = load.get(f"naive|{mode}", {}).get("rps")
         one = load.get(f"relay1|{mode}", {}).get("rps")
