@@ -79,6 +79,9 @@ function App() {
     };
     addEventListener("hashchange", onHash);
     addEventListener("relaygate:unauthorized", onUnauthorized);
+    // Effects run after the first paint: a hash set between the first render and this line
+    // fired its hashchange with no listener (seen as a page that never came, issue 13 item 1).
+    onHash();
     get("/api/status").then(
       (s) => {
         setStatus(s);

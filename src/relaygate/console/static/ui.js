@@ -43,15 +43,30 @@ export function Message({ error, ok }) {
   return null;
 }
 
-/** Load `fn()` on mount and whenever `deps` change; `reload()` again on demand. */
+/**
+ * Load `fn()` on mount and whenever `deps` change; `reload()` again on demand; with `every`,
+ * refresh on a timer. A timed refresh is skipped while a load is in flight: otherwise a load
+ * slower than `every` (a loaded machine) is discarded by the next tick, again and again, and
+ * the page never gets its data.
+ */
 export function useLoad(fn, deps, { every = 0 } = {}) {
   const [state, setState] = useState({ loading: true, data: null, error: null });
   const [tick, setTick] = useState(0);
+  const busy = useRef(false);
   useEffect(() => {
     let live = true;
+    busy.current = true;
     fn().then(
-      (data) => live && setState({ loading: false, data, error: null }),
-      (error) => live && setState((s) => ({ loading: false, data: s.data, error })),
+      (data) => {
+        if (!live) return;
+        busy.current = false;
+        setState({ loading: false, data, error: null });
+      },
+      (error) => {
+        if (!live) return;
+        busy.current = false;
+        setState((s) => ({ loading: false, data: s.data, error }));
+      },
     );
     return () => {
       live = false;
@@ -59,7 +74,9 @@ export function useLoad(fn, deps, { every = 0 } = {}) {
   }, [...deps, tick]);
   useEffect(() => {
     if (!every) return undefined;
-    const id = setInterval(() => setTick((t) => t + 1), every);
+    const id = setInterval(() => {
+      if (!busy.current) setTick((t) => t + 1);
+    }, every);
     return () => clearInterval(id);
   }, [every]);
   return { ...state, reload: () => setTick((t) => t + 1) };

@@ -85,13 +85,13 @@ export function Register() {
     <h1>Create an account</h1>
     ${done
       ? html`<${Message} ok="Account created." /><p><a href="#/login">Sign in</a></p>`
-      : html`<form class="stack" onSubmit=${submit}>
-          <label>Username<input name="username" autocomplete="username" required maxlength="20" /></label>
-          <label>Password<input name="password" type="password" autocomplete="new-password" required minlength="8" maxlength="20" />
+      : html`<form class="stack" onSubmit=${submit} id="register-form">
+          <label>Username<input name="username" id="reg-username" autocomplete="username" required maxlength="20" /></label>
+          <label>Password<input name="password" id="reg-password" type="password" autocomplete="new-password" required minlength="8" maxlength="20" />
             <span class="hint">8–20 characters.</span></label>
-          <label>Repeat password<input name="password2" type="password" autocomplete="new-password" required /></label>
+          <label>Repeat password<input name="password2" id="reg-password2" type="password" autocomplete="new-password" required /></label>
           <${Message} error=${error} />
-          <div><button class="primary" type="submit">Create account</button> <a href="#/login">Back to sign in</a></div>
+          <div><button class="primary" type="submit" id="register-submit">Create account</button> <a href="#/login">Back to sign in</a></div>
         </form>`}
   </div></main>`;
 }

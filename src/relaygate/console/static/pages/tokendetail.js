@@ -93,7 +93,7 @@ export function TokenDetail({ id }) {
       <div class="card"><div class="label">Remaining</div><div class="value" id="detail-remain">${t.unlimited_quota ? "Unlimited" : html`<${Quota} q=${t.remain_quota} />`}</div></div>
       <div class="card"><div class="label">Expires</div><div>${fmtExpiry(t.expired_time)}</div></div>
     </div>
-    <div class="panel"><dl>
+    <div class="panel"><dl class="facts" id="token-facts">
       <dt>Key</dt><dd class="mono">${t.key}</dd>
       <dt>Models</dt><dd>${t.model_limits_enabled && t.models.length ? t.models.join(", ") : "All models"}</dd>
       <dt>IP allowlist</dt><dd>${t.allow_ips ? t.allow_ips.split("\n").join(", ") : "Any IP"}</dd>

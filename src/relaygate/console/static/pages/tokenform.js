@@ -33,7 +33,7 @@ function localInput(ts) {
 
 const blank = {
   name: "", unlimited: false, credits: "", preset: "never", date: "", models: [], modelsText: "",
-  ips: "", group: "", daily: "", monthly: "", crossGroupRetry: false,
+  ips: "", group: "", daily: "", monthly: "",
 };
 
 function fromToken(t) {
@@ -42,7 +42,7 @@ function fromToken(t) {
     preset: t.expired_time === -1 ? "never" : "custom", date: t.expired_time === -1 ? "" : localInput(t.expired_time),
     models: t.model_limits_enabled ? t.models : [], modelsText: t.model_limits_enabled ? t.models.join(", ") : "",
     ips: t.allow_ips || "", group: t.group || "", daily: t.daily_quota ? String(credits(t.daily_quota)) : "",
-    monthly: t.monthly_quota ? String(credits(t.monthly_quota)) : "", crossGroupRetry: !!t.cross_group_retry,
+    monthly: t.monthly_quota ? String(credits(t.monthly_quota)) : "",
   };
 }
 
@@ -98,7 +98,7 @@ export function TokenForm({ id }) {
       expired_time: expired, model_limits_enabled: picked.length > 0, models: picked,
       allow_ips: f.ips.split("\n").map((l) => l.replace(/[\s,]/g, "")).filter(Boolean).join("\n"),
       group: f.group.trim(), daily_quota: daily, monthly_quota: monthly,
-      cross_group_retry: f.group.trim() === "auto" && f.crossGroupRetry,
+      cross_group_retry: false, // relaygate has no auto group (see the disabled checkbox)
     };
     setBusy(true);
     setError(null);
@@ -147,7 +147,8 @@ export function TokenForm({ id }) {
         <span class="hint" id="ips-hint">One IP address or CIDR range per line; empty allows any IP.</span>${err("ips")}</label>
       <label>Group<input id="tf-group" value=${f.group} onInput=${set("group")} placeholder="Your account's group" />
         <span class="hint">Groups let your admin apply different pricing ratios; leave empty for your own group.</span></label>
-      ${f.group.trim() === "auto" && html`<label class="check"><input type="checkbox" id="tf-cross" checked=${f.crossGroupRetry} onChange=${set("crossGroupRetry")} /> Cross-group retry (move to the next auto group when one is exhausted)</label>`}
+      <label class="check"><input type="checkbox" id="tf-cross" checked=${false} disabled aria-describedby="cross-hint" /> Cross-group retry
+        <span class="hint" id="cross-hint">Not available: New API offers it only for tokens in the <code>auto</code> group, and relaygate has no auto group (a token uses one group), so it is always off.</span></label>
       <${Message} error=${error} />
       <div class="toolbar"><button class="primary" type="submit" id="tf-save" disabled=${busy}>${editing ? "Save changes" : "Create token"}</button>
         <a class="button" href=${editing ? `#/tokens/${id}` : "#/tokens"}>Cancel</a></div>
