@@ -112,3 +112,60 @@ async def test_failed_authentications_are_rate_limited_per_address(
         assert resp.status == 429 and body["success"] is False, body
     finally:
         await client.close()
+
+
+async def _models_status(client: Any, path: str, key: str) -> int:
+    headers = {"x-goog-api-key": key} if path.startswith("/v1beta/") else bearer(key)
+    resp = await client.get(path, headers=headers)
+    await resp.read()
+    return resp.status
+
+
+async def test_model_routes_share_the_failed_authentication_limit(
+    env: Any, mock_upstream: str
+) -> None:
+    """Listing models checks a key like a chat call does: guesses there count toward the
+    address's budget and are refused once it is spent (no side door for key probing)."""
+    uid, _ = await env.root_user()
+    await env.admin.create_channel("mock", mock_upstream, "k", "gpt-4o-mini")
+    warm = await env.admin.create_token(uid, "warm", unlimited=True)
+    client = await _app_on(env.settings.replace(auth_failures_per_minute=9))
+    try:
+        assert await _models_status(client, "/v1/models", warm.key) == 200
+        paths = ["/v1/models", "/v1beta/models", "/v1/models/gpt-4o-mini"] * 4
+        statuses = [
+            await _models_status(client, p, "sk-" + secrets.token_urlsafe(36)) for p in paths
+        ]
+        assert statuses[:9] == [401] * 9 and statuses[9:] == [429] * 3, statuses
+        assert await _status(client, "sk-" + secrets.token_urlsafe(36)) == 429
+        assert await _models_status(client, "/v1/models", warm.key) == 200
+    finally:
+        await client.close()
+
+
+async def test_model_list_says_503_when_token_settings_cannot_load(
+    env: Any, mock_upstream: str
+) -> None:
+    """A metadata outage on the model list is the relay's 503 in the caller's dialect, as
+    on chat, not an unhandled 500."""
+    uid, _ = await env.root_user()
+    await env.admin.create_channel("mock", mock_upstream, "k", "gpt-4o-mini")
+    tok = await env.admin.create_token(uid, "t", unlimited=True)
+    client = await _app_on(env.settings)
+    try:
+        cache = client.app[RUNTIME].cache
+
+        async def broken(key_hash: bytes) -> Any:
+            raise OSError("metadata store down")
+
+        cache.get = broken
+        for path in ("/v1/models", "/v1beta/models", "/v1/models/gpt-4o-mini"):
+            headers = (
+                {"x-goog-api-key": tok.key} if path.startswith("/v1beta/") else bearer(tok.key)
+            )
+            resp = await client.get(path, headers=headers)
+            body = await resp.json()
+            assert resp.status == 503, (path, resp.status, body)
+            assert "error" in body, body
+    finally:
+        await client.close()

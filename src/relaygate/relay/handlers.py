@@ -18,12 +18,11 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from relaygate.appkeys import RUNTIME, STATS
 from relaygate.cache import TokenMeta
-from relaygate.credentials import hash_secret
 from relaygate.logfmt import log_request
 from relaygate.pricing import Rates, ReservationPlan
 from relaygate.relay import errors
 from relaygate.relay.accounting import reserve, settle
-from relaygate.relay.auth import IPAddress, client_ip, extract_key, ip_text
+from relaygate.relay.auth import client_ip, ip_text
 from relaygate.relay.errors import RelayError
 from relaygate.relay.forward import OVERHEAD_HEADER, forward
 from relaygate.relay.request import (
@@ -39,7 +38,7 @@ from relaygate.relay.request import (
     requested_model,
     within_quota_cap,
 )
-from relaygate.relay.scope import check_group, confirmed_scope
+from relaygate.relay.scope import authenticate, confirmed_scope
 from relaygate.runtime import Runtime
 from relaygate.settles import MAX_KEPT
 
@@ -99,7 +98,7 @@ async def _handle(
     request: web.Request, rt: Runtime, ep: Endpoint, rid: str, t0: float
 ) -> web.StreamResponse:
     ip = client_ip(request, rt.settings.trusted_proxies)
-    key_hash, meta = await _authenticate(request, rt, ip)
+    key_hash, meta = await authenticate(request, rt, ip)
     raw = await _read_body(request, rt)
     if ep.parse is None:
         body = parse_body(raw)
@@ -142,30 +141,6 @@ async def _handle(
     finally:
         if not settled:
             await settle(rt, job, 0, None)
-
-
-async def _authenticate(
-    request: web.Request, rt: Runtime, ip: IPAddress | None
-) -> tuple[bytes, TokenMeta]:
-    """(key hash, metadata) of a known key whose group its user may still use."""
-    key = extract_key(request)
-    if not key:
-        raise errors.MISSING_KEY
-    key_hash = hash_secret(key)
-    limiter = rt.auth_failures
-    if limiter.blocked(ip) and not rt.cache.holds(key_hash):
-        raise errors.AUTH_RATE_LIMITED
-    try:
-        meta = await rt.cache.get(key_hash)
-    except Exception as exc:
-        log.warning("token metadata load failed: %s", exc)
-        raise errors.METADATA_UNAVAILABLE from None
-    if meta is None:
-        limiter.failed(ip)
-        raise errors.INVALID_KEY
-    if meta.token_group:
-        check_group(rt, meta)
-    return key_hash, meta
 
 
 async def _read_body(request: web.Request, rt: Runtime) -> bytes:

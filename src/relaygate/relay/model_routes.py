@@ -9,19 +9,16 @@ A model appears only if the token may call it and some channel of its group serv
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import orjson
 from aiohttp import web
 
 from relaygate.appkeys import RUNTIME
-from relaygate.credentials import hash_secret
-from relaygate.relay import dialects, errors
-from relaygate.relay.auth import extract_key
+from relaygate.relay import dialects
 from relaygate.relay.errors import RelayError
-from relaygate.relay.routes import list_models, usable_or_raise
-from relaygate.relay.scope import check_group
+from relaygate.relay.routes import list_models
+from relaygate.relay.scope import usable_token
 
 JSON = "application/json"
 GEMINI_METHODS = ("generateContent", "streamGenerateContent", "countTokens")
@@ -37,15 +34,7 @@ def is_gemini_caller(request: web.Request) -> bool:
 async def usable_models(request: web.Request) -> frozenset[str]:
     """The models the caller's token may call and some channel serves (RelayError else)."""
     rt = request.app[RUNTIME]
-    key = extract_key(request)
-    if not key:
-        raise errors.MISSING_KEY
-    meta = await rt.cache.get(hash_secret(key))
-    if meta is None:
-        raise errors.INVALID_KEY
-    usable_or_raise(meta, time.time())
-    if meta.token_group:
-        check_group(rt, meta)
+    meta = await usable_token(request, rt)
     served = rt.catalog.channels.models_for(meta.group)
     return served if meta.models is None else served & meta.models
 

@@ -10,12 +10,7 @@ import orjson
 from aiohttp import web
 
 from relaygate.appkeys import DRAINING, RUNTIME
-from relaygate.cache import TokenMeta
-from relaygate.credentials import hash_secret
-from relaygate.ledger import STATUS_ENABLED, STATUS_EXHAUSTED, STATUS_EXPIRED
 from relaygate.metrics import counted
-from relaygate.relay import errors
-from relaygate.relay.auth import extract_key
 from relaygate.relay.errors import RelayError
 from relaygate.relay.handlers import handle
 from relaygate.relay.request import (
@@ -27,7 +22,7 @@ from relaygate.relay.request import (
     IMAGES,
     Endpoint,
 )
-from relaygate.relay.scope import check_group
+from relaygate.relay.scope import usable_token
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -38,32 +33,11 @@ def _bind(ep: Endpoint) -> Handler:
     return functools.partial(handle, ep=ep)
 
 
-def usable_or_raise(meta: TokenMeta, now: float) -> None:
-    """The token states a relay request is refused for, from the cached metadata (kept
-    current by invalidation): listing models is no back door for a dead token."""
-    if meta.status == STATUS_EXPIRED or (meta.expired_time != -1 and meta.expired_time < now):
-        raise errors.TOKEN_EXPIRED
-    if meta.status == STATUS_EXHAUSTED:
-        raise errors.TOKEN_EXHAUSTED
-    if meta.status != STATUS_ENABLED:
-        raise errors.TOKEN_DISABLED
-    if meta.user_status != STATUS_ENABLED:
-        raise errors.USER_DISABLED
-
-
 async def list_models(request: web.Request) -> web.Response:
     """Only the models this token may call and some channel serves."""
     rt = request.app[RUNTIME]
     try:
-        key = extract_key(request)
-        if not key:
-            raise errors.MISSING_KEY
-        meta = await rt.cache.get(hash_secret(key))
-        if meta is None:
-            raise errors.INVALID_KEY
-        usable_or_raise(meta, time.time())
-        if meta.token_group:
-            check_group(rt, meta)
+        meta = await usable_token(request, rt)
     except RelayError as err:
         err.forget_traceback()
         return err.response()
