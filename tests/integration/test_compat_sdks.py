@@ -47,6 +47,13 @@ async def test_openai_sdk(env, relay, mock_upstream):
             model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
         )
         assert chat.usage is not None and chat.usage.completion_tokens == 20
+        chunks = [
+            c
+            async for c in await oai.chat.completions.create(
+                model="gpt-4o-mini", stream=True, messages=[{"role": "user", "content": "hi"}]
+            )
+        ]
+        assert chunks and all(c.choices for c in chunks)  # relaygate's usage chunk stripped
         resp = await oai.responses.create(model="gpt-4o-mini", input="hi", max_output_tokens=64)
         assert resp.status == "completed" and resp.output_text.strip()
         assert resp.usage is not None and resp.usage.output_tokens == 20
@@ -74,12 +81,12 @@ async def test_openai_sdk(env, relay, mock_upstream):
         assert text.text
     finally:
         await oai.close()
-    # Every answered call once (chat, three responses, embeddings, moderations, speech,
+    # Every answered call once (two chats, three responses, embeddings, moderations, speech,
     # transcription); the 404 and the model lookups are not relay calls.
-    assert await _log_count(env) == 8
+    assert await _log_count(env) == 9
     async with env.pool.acquire() as conn:
         models = [r["model_name"] for r in await conn.fetch("SELECT model_name FROM logs")]
-    assert models.count("gpt-4o-mini") == 4 and "omni-moderation-latest" in models
+    assert models.count("gpt-4o-mini") == 5 and "omni-moderation-latest" in models
 
 
 async def test_anthropic_sdk(env, relay, mock_upstream):
