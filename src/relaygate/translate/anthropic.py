@@ -20,9 +20,12 @@ from relaygate.translate.common import (
     data_url,
     finish_chunk,
     json_args,
+    openai_function,
+    openai_max_tokens,
     openai_usage,
     parse_data_url,
     sse_event,
+    stream_with_usage,
 )
 
 STOP_TO_OPENAI = {
@@ -219,24 +222,14 @@ def request_to_openai(body: dict[str, Any], model: str, max_tokens: int) -> dict
             role = "assistant" if message.get("role") == "assistant" else "user"
             _claude_content_to_openai(role, message.get("content"), messages)
     out: dict[str, Any] = {"model": model, "messages": messages}
-    given = body.get("max_tokens")
-    out["max_tokens"] = given if isinstance(given, int) and given > 0 else max_tokens
+    out["max_tokens"] = openai_max_tokens(body.get("max_tokens"), max_tokens)
     for name in ("temperature", "top_p"):
         if body.get(name) is not None:
             out[name] = body[name]
     if body.get("stop_sequences"):
         out["stop"] = body["stop_sequences"]
     tools = [
-        {
-            "type": "function",
-            "function": {
-                "name": t.get("name", ""),
-                "description": t.get("description", ""),
-                "parameters": t.get("input_schema") or {"type": "object"},
-            },
-        }
-        for t in body.get("tools") or []
-        if isinstance(t, dict)
+        openai_function(t, "input_schema") for t in body.get("tools") or [] if isinstance(t, dict)
     ]
     if tools:
         out["tools"] = tools
@@ -250,8 +243,7 @@ def request_to_openai(body: dict[str, Any], model: str, max_tokens: int) -> dict
             elif kind == "none":
                 out["tool_choice"] = "none"
     if body.get("stream"):
-        out["stream"] = True
-        out["stream_options"] = {"include_usage": True}
+        stream_with_usage(out)
     return out
 
 

@@ -55,6 +55,31 @@ def as_text(content: Any) -> str:
     return "" if content is None else str(content)
 
 
+def openai_function(decl: dict[str, Any], schema_key: str) -> dict[str, Any]:
+    """A Claude tool or a Gemini function declaration as an OpenAI function tool (a missing
+    schema is an empty object schema, which every upstream accepts)."""
+    return {
+        "type": "function",
+        "function": {
+            "name": decl.get("name", ""),
+            "description": decl.get("description", ""),
+            "parameters": decl.get(schema_key) or {"type": "object"},
+        },
+    }
+
+
+def openai_max_tokens(given: Any, default: int) -> int:
+    """The caller's positive output limit, else the relay's default (never unbounded: the
+    reserve needs a bound)."""
+    return given if isinstance(given, int) and given > 0 else default
+
+
+def stream_with_usage(out: dict[str, Any]) -> None:
+    """Ask the OpenAI-shaped upstream for the usage chunk the caller's dialect bills from."""
+    out["stream"] = True
+    out["stream_options"] = {"include_usage": True}
+
+
 def json_args(arguments: Any) -> Any:
     """Tool-call arguments (a JSON text in OpenAI) as an object; a broken text is kept."""
     if isinstance(arguments, dict):

@@ -19,9 +19,12 @@ from relaygate.translate.common import (
     data_url,
     finish_chunk,
     json_args,
+    openai_function,
+    openai_max_tokens,
     openai_usage,
     parse_data_url,
     sse_data,
+    stream_with_usage,
 )
 
 FINISH_TO_OPENAI = {
@@ -225,22 +228,14 @@ def request_to_openai(
             _content_to_openai(content, messages, ids)
     out: dict[str, Any] = {"model": model, "messages": messages}
     config = body.get("generationConfig") or {}
-    given = config.get("maxOutputTokens")
-    out["max_tokens"] = given if isinstance(given, int) and given > 0 else max_tokens
+    out["max_tokens"] = openai_max_tokens(config.get("maxOutputTokens"), max_tokens)
     for src, dst in (("temperature", "temperature"), ("topP", "top_p"), ("candidateCount", "n")):
         if config.get(src) is not None:
             out[dst] = config[src]
     if config.get("stopSequences"):
         out["stop"] = config["stopSequences"]
     tools = [
-        {
-            "type": "function",
-            "function": {
-                "name": d.get("name", ""),
-                "description": d.get("description", ""),
-                "parameters": d.get("parameters") or {"type": "object"},
-            },
-        }
+        openai_function(d, "parameters")
         for t in body.get("tools") or []
         if isinstance(t, dict)
         for d in t.get("functionDeclarations") or t.get("function_declarations") or []
@@ -256,8 +251,7 @@ def request_to_openai(
         elif mode in ("ANY", "NONE", "AUTO"):
             out["tool_choice"] = {"ANY": "required", "NONE": "none", "AUTO": "auto"}[mode]
     if stream:
-        out["stream"] = True
-        out["stream_options"] = {"include_usage": True}
+        stream_with_usage(out)
     return out
 
 
