@@ -199,11 +199,13 @@ async def test_new_route_charges_once_and_exactly(env, relay, mock_upstream, mon
     assert last["is_stream"] is case.stream
 
 
-async def _transcribe(relay: Any, key: str, data: bytes, name: str = "a.wav") -> Any:
+async def _transcribe(
+    relay: Any, key: str, data: bytes, name: str = "a.wav", task: str = "transcriptions"
+) -> Any:
     form = aiohttp.FormData()
     form.add_field("model", "whisper-1")
     form.add_field("file", data, filename=name, content_type="audio/wav")
-    return await relay.post("/v1/audio/transcriptions", data=form, headers=bearer(key))
+    return await relay.post(f"/v1/audio/{task}", data=form, headers=bearer(key))
 
 
 @pytest.mark.parametrize(
@@ -215,22 +217,24 @@ async def _transcribe(relay: Any, key: str, data: bytes, name: str = "a.wav") ->
     ],
     ids=["3.2s", "60s", "unknown"],
 )
+@pytest.mark.parametrize("task", ["transcriptions", "translations"])
 async def test_transcription_billed_by_duration(
-    env, relay, mock_upstream, monkeypatch, audio, tokens, estimated
+    env, relay, mock_upstream, monkeypatch, audio, tokens, estimated, task
 ):
+    """A translation (speech to English text) is billed exactly as a transcription."""
     uid, _ = await env.root_user()
     await env.admin.create_channel("oai", mock_upstream, "k", "whisper-1")
     await refresh(relay)
     tok = await env.admin.create_token(uid, "t", remain_quota=10**7)
     rt = relay.app[RUNTIME]
-    assert (await _transcribe(relay, f"sk-{tok.key}", audio)).status == 200  # warm
+    assert (await _transcribe(relay, f"sk-{tok.key}", audio, task=task)).status == 200  # warm
     await flush_all(env)
     _, before = await token_ledger(env, uid, tok.id)
     counting = CountingPool(rt.pool)
     monkeypatch.setattr(rt, "pool", counting)
     monkeypatch.setattr(rt.accounts, "pool", counting)
     spy = Spy(monkeypatch)
-    resp = await _transcribe(relay, f"sk-{tok.key}", audio)
+    resp = await _transcribe(relay, f"sk-{tok.key}", audio, task=task)
     assert resp.status == 200, await resp.text()
     assert (await resp.json())["text"]
     assert (spy.reserves, spy.settles, counting.calls) == (1, 1, 0)

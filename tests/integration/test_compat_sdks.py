@@ -5,6 +5,7 @@ and non-stream where the API has it. Each answered call is logged once."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import pytest
@@ -79,11 +80,17 @@ async def test_openai_sdk(env, relay, mock_upstream):
         assert (await speech.aread()).startswith(b"ID3")
         text = await oai.audio.transcriptions.create(model="whisper-1", file=("a.wav", wav(2.5)))
         assert text.text
+        with warnings.catch_warnings():  # the SDK marks translations deprecated; still served
+            warnings.simplefilter("ignore", DeprecationWarning)
+            english = await oai.audio.translations.create(
+                model="whisper-1", file=("a.wav", wav(2.5))
+            )
+        assert english.text
     finally:
         await oai.close()
     # Every answered call once (two chats, three responses, embeddings, moderations, speech,
-    # transcription); the 404 and the model lookups are not relay calls.
-    assert await _log_count(env) == 9
+    # transcription, translation); the 404 and the model lookups are not relay calls.
+    assert await _log_count(env) == 10
     async with env.pool.acquire() as conn:
         models = [r["model_name"] for r in await conn.fetch("SELECT model_name FROM logs")]
     assert models.count("gpt-4o-mini") == 5 and "omni-moderation-latest" in models

@@ -80,6 +80,11 @@ AUDIO_SPEECH = Endpoint("/v1/audio/speech", None, 0, False, meter=speech_meter)
 AUDIO_TRANSCRIPTIONS = Endpoint(
     "/v1/audio/transcriptions", None, 0, False, meter=transcription_meter, parse=parse_form
 )
+# Speech to English text: the same form and the same duration billing as a transcription
+# (New API relays both through one audio mode).
+AUDIO_TRANSLATIONS = Endpoint(
+    "/v1/audio/translations", None, 0, False, meter=transcription_meter, parse=parse_form
+)
 # Jina/Cohere-style rerank: the answer's usage (``total_tokens``) is billed as prompt.
 RERANK = Endpoint("/v1/rerank", None, 0, False)
 # google-genai's default api_version is "v1": the same Gemini generate routes under /v1/.
@@ -92,6 +97,7 @@ ENDPOINTS = (
     MODERATIONS,
     AUDIO_SPEECH,
     AUDIO_TRANSCRIPTIONS,
+    AUDIO_TRANSLATIONS,
     RERANK,
     GEMINI_GENERATE_V1,
 )

@@ -1,4 +1,4 @@
-"""``POST /v1/audio/transcriptions``: a multipart upload, billed by the audio's duration as
+"""``POST /v1/audio/transcriptions`` and ``/v1/audio/translations``: a multipart upload, billed by the audio's duration as
 New API does (1,000 "duration tokens" a minute of ``ceil(seconds)``; whisper-1's ratio 3 is
 $0.006 a minute), or, when the file's length cannot be read, by its size (one token per
 started KB, New API's fallback). The duration is read from the upload before anything is

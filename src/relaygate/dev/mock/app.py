@@ -36,6 +36,7 @@ def build_app(cfg: MockConfig, providers: tuple[str, ...] = PROVIDERS) -> web.Ap
         app.router.add_post("/v1/moderations", extra.moderations)
         app.router.add_post("/v1/audio/speech", extra.speech)
         app.router.add_post("/v1/audio/transcriptions", extra.transcriptions)
+        app.router.add_post("/v1/audio/translations", extra.transcriptions)
         app.router.add_post("/v1/rerank", extra.rerank)
     if "anthropic" in providers:
         app.router.add_post("/v1/messages", anthropic.messages)

@@ -253,7 +253,7 @@ class OpenAIExtraRoutes:
         return web.Response(body=audio, content_type=AUDIO_TYPES[fmt])
 
     async def transcriptions(self, request: web.Request) -> web.StreamResponse:
-        """Multipart ``file`` + ``model``; answers ``json`` (default), ``verbose_json`` or
+        """Transcriptions and translations. Multipart ``file`` + ``model``; answers ``json`` (default), ``verbose_json`` or
         ``text``, with whisper's duration usage (the file's size stands in for its length)."""
         try:
             if not has_bearer(request):
@@ -277,7 +277,8 @@ class OpenAIExtraRoutes:
         seconds = max(1, size // 16000)
         obj: dict[str, Any] = {"text": text, "usage": {"type": "duration", "seconds": seconds}}
         if fmt == "verbose_json":
-            obj.update(task="transcribe", language="english", duration=float(seconds))
+            task = "translate" if request.path.endswith("/translations") else "transcribe"
+            obj.update(task=task, language="english", duration=float(seconds))
         return web.Response(body=orjson.dumps(obj), content_type="application/json")
 
     async def rerank(self, request: web.Request) -> web.StreamResponse:
