@@ -125,20 +125,14 @@ def main() -> None:
                     if r.errors:
                         c.log(f"WARNING: warm-up {name}: {r.errors} errors of {r.requests}")
                 for mode in MODES:
-                    # The mock alone: its CPU per request must stay far below the relays'.
-                    r = c.run_wrk(
-                        upstream[mode] + PATH,
+                    c.mock_alone(
+                        upstream,
+                        mode,
                         bodies[mode],
-                        ["x"],
-                        connections=CONNS,
+                        sse_pid,
+                        PATH,
+                        conns=CONNS,
                         duration=min(DURATION, 3),
-                        cpu_pids=[sse_pid]
-                        if mode.startswith("stream-chunked")
-                        else c.pids_named("nginx"),
-                    )
-                    c.log(
-                        f"mock alone {mode}: {r.rps:,.0f} req/s, "
-                        f"mock cpu {c.fmt(r.cpu_us_per_req)} us/req"
                     )
                 cpu: dict[str, list[float]] = {k: [] for k in targets}
                 rps: dict[str, list[float]] = {k: [] for k in targets}

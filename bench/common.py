@@ -413,6 +413,33 @@ def run_wrk(
     return res
 
 
+def mock_alone(
+    upstream: dict[str, str],
+    mode: str,
+    body: str,
+    sse_pid: int,
+    path: str,
+    *,
+    conns: int,
+    duration: float,
+) -> WrkResult:
+    """wrk straight at the mock serving ``mode``, with the mock's own CPU per request: it must
+    stay far below the relays' for their figures to mean anything."""
+    r = run_wrk(
+        upstream[mode] + path,
+        body,
+        ["x"],
+        connections=conns,
+        duration=duration,
+        cpu_pids=[sse_pid] if mode.startswith("stream-chunked") else pids_named("nginx"),
+    )
+    log(
+        f"mock alone {mode}: {r.rps:,.0f} req/s p50 {r.p50_ms:.2f} ms, "
+        f"mock cpu {fmt(r.cpu_us_per_req)} us/req"
+    )
+    return r
+
+
 def median(xs: Sequence[float | None]) -> float | None:
     vals = [x for x in xs if x is not None]
     return statistics.median(vals) if vals else None

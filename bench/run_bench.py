@@ -91,19 +91,10 @@ def main() -> None:
         # 1. The mocks alone, so we know they are far faster than what sits in front of them.
         direct: dict[str, Any] = {}
         for mode in MODES:
-            r = c.run_wrk(
-                upstream[mode] + PATH,
-                bodies[mode],
-                ["x"],
-                connections=CONNS,
-                duration=min(DURATION, 5),
-                cpu_pids=[sse_pid] if mode.startswith("stream-chunked") else c.pids_named("nginx"),
+            r = c.mock_alone(
+                upstream, mode, bodies[mode], sse_pid, PATH, conns=CONNS, duration=min(DURATION, 5)
             )
             direct[mode] = rows_for([r])
-            c.log(
-                f"mock alone {mode}: {r.rps:,.0f} req/s p50 {r.p50_ms:.2f} ms, "
-                f"mock cpu {c.fmt(r.cpu_us_per_req)} us/req"
-            )
         out["direct"] = direct
 
         with c.bench_space():
