@@ -7,12 +7,20 @@ entry format settle.lua writes (``quota`` plus the ``event`` JSON of
 many events per second reach the ``logs`` table. Checks exactly-once afterwards: one row
 per event, and the tokens' used_quota equals the sum of the events' quota.
 
+Also reports the CPU the flusher's PostgreSQL backends spent per event (the other half of
+the work; on this 2-vCPU machine the two share the cores with everything else).
+
+A/B: ``BENCH_FLUSH_SRC=/path/a,/path/b`` runs the worker from each source tree in turn (its
+``src`` first on PYTHONPATH, e.g. a ``git worktree`` of another commit; ``.`` is this one),
+``BENCH_FLUSH_REPS`` (1) times, interleaved, each on a fresh database, then prints the medians.
+
 Own database (relaygate_bench) and Redis prefix (rgbench); both cleaned up.
 """
 
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -28,7 +36,9 @@ EVENTS = int(os.environ.get("BENCH_FLUSH_EVENTS", "200000"))
 WORKERS = int(os.environ.get("BENCH_FLUSH_WORKERS", "1"))
 SHARDS = 16
 N_TOKENS = 50
-TARGET = 20_000
+TARGET = 50_000
+SRCS = [p for p in os.environ.get("BENCH_FLUSH_SRC", "").split(",") if p]
+REPS = int(os.environ.get("BENCH_FLUSH_REPS", "1"))
 
 
 def psql(sql: str) -> str:
@@ -85,6 +95,36 @@ def push_events(r: redis.Redis, tokens: list[tuple[int, int]]) -> int:
 
 
 def main() -> None:
+    if not SRCS:
+        run_once(None)
+        return
+    results: dict[str, list[dict[str, float]]] = {src: [] for src in SRCS}
+    for rep in range(REPS):
+        for src in SRCS:
+            c.log(f"rep {rep + 1}/{REPS}: {src}")
+            results[src].append(run_once(src))
+    print("\nA/B medians (events/s first row to last; CPU us/event flusher + PostgreSQL):")
+    for src, runs in results.items():
+        rates = sorted(round(x["steady_events_per_s"]) for x in runs)
+        fl = statistics.median(x["cpu_us_per_event"] for x in runs)
+        pg = statistics.median(x["pg_cpu_us_per_event"] for x in runs)
+        st = statistics.median(x["steady_cpu_us_per_event"] for x in runs)
+        print(
+            f"  {src}: {statistics.median(rates):,.0f} events/s (runs {rates}), "
+            f"flusher {fl:.1f} ({st:.1f} after the first batch) + PostgreSQL {pg:.1f} us/event"
+        )
+
+
+def pg_backends() -> list[int]:
+    """The server processes of the flusher's connections to the bench database."""
+    rows = psql(
+        f"SELECT pid FROM pg_stat_activity WHERE datname = '{c.DB_NAME}' "
+        "AND pid <> pg_backend_pid()"
+    )
+    return [int(x) for x in rows.split()]
+
+
+def run_once(src: str | None) -> dict[str, float]:
     r = redis.Redis.from_url(c.REDIS_URL)
     procs: list[c.Proc] = []
     with c.bench_space():
@@ -105,6 +145,9 @@ def main() -> None:
                 f"pushed {EVENTS:,} events into {SHARDS} streams in {time.perf_counter() - t0:.1f} s"
             )
             env = c.relay_env(RELAYGATE_SHARDS=str(SHARDS))
+            if src is not None:
+                tree = os.path.abspath(os.path.join(src, "src"))
+                env["PYTHONPATH"] = os.pathsep.join(filter(None, [tree, env.get("PYTHONPATH")]))
             start = time.perf_counter()
             for i in range(WORKERS):
                 procs.append(c.Proc(f"flusher-bench-{i}", [c.RELAYGATE, "worker"], env).start())
@@ -128,6 +171,7 @@ def main() -> None:
                     stderr=subprocess.DEVNULL,
                 )
             first = None
+            cpu_first = 0.0
             landed = 0
             deadline = time.monotonic() + 600
             while time.monotonic() < deadline:
@@ -135,11 +179,13 @@ def main() -> None:
                 now = time.perf_counter()
                 if landed and first is None:
                     first = (now, landed)
+                    cpu_first = c.cpu_seconds([p.pid for p in procs])  # start + first batch
                 if landed >= EVENTS:
                     break
                 time.sleep(0.05)
             end = time.perf_counter()
             cpu = c.cpu_seconds([p.pid for p in procs])
+            pg_cpu = c.cpu_seconds(pg_backends())
             if spy is not None:
                 spy.send_signal(2)
                 spy.wait(30)
@@ -149,11 +195,16 @@ def main() -> None:
             dup = int(psql("SELECT count(*) - count(DISTINCT request_id) FROM logs"))
             wall = end - start
             steady = (landed - first[1]) / (end - first[0]) if first and end > first[0] else 0.0
+            # The flusher's CPU per event once running (its start-up, ~0.5 s of imports,
+            # excluded): what bounds one worker's rate on a core of its own.
+            steady_cpu = (cpu - cpu_first) * 1e6 / max(landed - (first[1] if first else 0), 1)
             rate = landed / wall
             print(
                 f"\nflusher: {landed:,} of {EVENTS:,} events in PostgreSQL in {wall:.2f} s "
                 f"(incl. process start) = {rate:,.0f} events/s; first-row-to-last {steady:,.0f} events/s; "
-                f"{WORKERS} worker process(es), flusher CPU {cpu * 1e6 / max(landed, 1):.1f} us/event"
+                f"{WORKERS} worker process(es), flusher CPU {cpu * 1e6 / max(landed, 1):.1f} us/event "
+                f"({steady_cpu:.1f} after the first batch), "
+                f"its PostgreSQL backends {pg_cpu * 1e6 / max(landed, 1):.1f} us/event"
             )
             print(
                 f"exactly once: duplicates {dup}, tokens used_quota {used:,} vs events' quota {total_quota:,} "
@@ -173,9 +224,18 @@ def main() -> None:
                     "used_quota": used,
                     "expected_quota": total_quota,
                     "cpu_us_per_event": cpu * 1e6 / max(landed, 1),
+                    "pg_cpu_us_per_event": pg_cpu * 1e6 / max(landed, 1),
+                    "steady_cpu_us_per_event": steady_cpu,
+                    "src": src or ".",
                 },
             )
             print(f"JSON: {path.relative_to(c.ROOT)}")
+            return {
+                "steady_events_per_s": steady,
+                "cpu_us_per_event": cpu * 1e6 / max(landed, 1),
+                "pg_cpu_us_per_event": pg_cpu * 1e6 / max(landed, 1),
+                "steady_cpu_us_per_event": steady_cpu,
+            }
         finally:
             for p in procs:
                 p.stop()

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["MalformedEvent", "decode", "encode"]
+__all__ = ["MalformedEvent", "decode", "decode_entry", "encode"]
 
 _INT_FIELDS = ("ts", "user", "token", "chan", "pt", "ct", "stream", "lat")
 _TEXT_FIELDS = ("rid", "tname", "uname", "model", "group", "ip", "other")
@@ -35,25 +35,49 @@ def encode(event: dict[str, Any]) -> bytes:
 
 def decode(fields: dict[bytes, bytes]) -> dict[str, Any]:
     """The event with ``quota``; raises MalformedEvent when a required part is missing."""
+    raw = fields.get(b"event")
+    if raw is not None:
+        return _decode_json(fields.get(b"quota"), raw)
     try:
-        raw = fields.get(b"event")
-        event: dict[str, Any]
-        if raw is not None:
-            loaded = orjson.loads(raw)
-            if not isinstance(loaded, dict):
-                raise MalformedEvent("event is not a JSON object")
-            event = loaded
-        else:
-            event = _decode_flat(fields)
+        event = _decode_flat(fields)
         event["quota"] = int(fields[b"quota"])
-        for name in ("rid", "ts", "user", "token"):
-            if name not in event:
-                raise MalformedEvent(f"event has no {name!r}")
-        return event
-    except (KeyError, ValueError, orjson.JSONDecodeError) as exc:
+    except (KeyError, ValueError) as exc:
+        raise MalformedEvent(str(exc)) from None
+    return _checked(event)
+
+
+def decode_entry(fields: dict[bytes, bytes] | list[bytes]) -> dict[str, Any]:
+    """``decode`` of an entry's fields as a dict, or as the flat list of a raw XREADGROUP
+    reply (name, value, name, value...), which the flusher reads: settle.lua's two fields
+    are then taken without building a dict per entry."""
+    if isinstance(fields, dict):
+        return decode(fields)
+    if len(fields) == 4 and fields[0] == b"quota" and fields[2] == b"event":
+        return _decode_json(fields[1], fields[3])
+    it = iter(fields)
+    return decode(dict(zip(it, it, strict=False)))
+
+
+def _decode_json(quota: bytes | None, raw: bytes) -> dict[str, Any]:
+    try:
+        event = orjson.loads(raw)
+        if not isinstance(event, dict):
+            raise MalformedEvent("event is not a JSON object")
+        if quota is None:
+            raise MalformedEvent("entry has no 'quota'")
+        event["quota"] = int(quota)
+    except (ValueError, TypeError) as exc:  # orjson.JSONDecodeError is a ValueError
         if isinstance(exc, MalformedEvent):
             raise
         raise MalformedEvent(str(exc)) from None
+    return _checked(event)
+
+
+def _checked(event: dict[str, Any]) -> dict[str, Any]:
+    for name in ("rid", "ts", "user", "token"):
+        if name not in event:
+            raise MalformedEvent(f"event has no {name!r}")
+    return event
 
 
 def _decode_flat(fields: dict[bytes, bytes]) -> dict[str, Any]:

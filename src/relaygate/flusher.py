@@ -1,8 +1,9 @@
 """The flusher: usage events from the Redis streams into PostgreSQL, exactly once.
 
 Per round: read a batch across every shard's stream (XREADGROUP, group ``flushers``), write
-it in ONE PostgreSQL transaction (insert ... on conflict do nothing returning; add only the
-returned rows' quota to the totals), commit, then XACK + XDEL. A flusher killed before the
+it in ONE PostgreSQL transaction (the log rows and the totals they add, ``store.logs``:
+a COPY, or insert ... on conflict do nothing returning when some are already recorded),
+commit, then XACK + XDEL. A flusher killed before the
 commit leaves the entries pending: another flusher claims them with XAUTOCLAIM once idle, or
 the same consumer re-reads them. One killed after the commit gets them redelivered and the
 unique key skips them. While PostgreSQL is down, entries wait in Redis (pending) and the
@@ -23,6 +24,7 @@ import logging
 import os
 import socket
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -34,13 +36,44 @@ from relaygate.events import MalformedEvent
 from relaygate.keys import STREAM_GROUP, KeyScheme
 from relaygate.ledger import Script, Scripts
 from relaygate.reaper import Reaper
-from relaygate.store.logs import PartitionKeeper, append_fields, empty_columns, write_columns
+from relaygate.store.logs import PartitionKeeper, Row, event_row, write_rows
 
 log = logging.getLogger(__name__)
 
 REAP_INTERVAL = 5.0
 MAX_BACKOFF = 10.0
-Entry = tuple[str, bytes, dict[bytes, bytes] | None]  # (stream, entry id, fields)
+# (stream, entry id, fields): a dict, or the flat list of a raw XREADGROUP reply; None (or
+# empty) for an entry deleted while pending.
+Entry = tuple[str, bytes, dict[bytes, bytes] | list[bytes] | None]
+
+
+@dataclass
+class Batch:
+    """What one read brought, decoded: what to ack, the log rows (with the entry of each, to
+    dead-letter one PostgreSQL refuses) and the malformed entries with the reason."""
+
+    entries: list[Entry]
+    rows: list[Row] = field(default_factory=list)
+    row_entries: list[Entry] = field(default_factory=list)
+    malformed: list[tuple[Entry, str]] = field(default_factory=list)
+
+
+def prepare(entries: list[Entry]) -> Batch:
+    """Decode a read (CPU only: the prefetch runs this while the previous batch is being
+    written, so the flusher decodes while PostgreSQL inserts)."""
+    batch = Batch(entries)
+    rows, row_entries = batch.rows, batch.row_entries
+    for entry in entries:
+        fields = entry[2]
+        if not fields:
+            continue  # deleted before we got to it: nothing to write
+        try:
+            rows.append(event_row(fields))
+        except (MalformedEvent, TypeError, ValueError) as exc:
+            batch.malformed.append((entry, f"malformed: {exc}"))
+            continue
+        row_entries.append(entry)
+    return batch
 
 
 class Flusher:
@@ -50,6 +83,10 @@ class Flusher:
         self.settings = settings
         self.pool = pool
         self.redis = redis
+        # XREADGROUP's replies as Redis sent them: redis-py's own parsing (a dict and a
+        # tuple per entry) cost the flusher more than decoding the event did.
+        self._reader = Redis(connection_pool=redis.connection_pool)
+        self._reader.set_response_callback("XREADGROUP", _raw_reply)
         self.scripts = scripts
         self.keys = KeyScheme(settings.key_prefix, settings.shards)
         self.streams = self.keys.streams()
@@ -62,8 +99,8 @@ class Flusher:
         self._own_pending = True  # start by re-reading anything already ours
         self._last_claim = 0.0
         self._last_reap = 0.0
-        # The next batch, read while the current one was being written (see ``round``).
-        self._prefetch: asyncio.Task[list[Entry]] | None = None
+        # The next batch, read and decoded while the current one is written (see ``round``).
+        self._prefetch: asyncio.Task[Batch] | None = None
         self.flushed = 0
         self.batches = 0  # batches committed to PostgreSQL (and acked)
         self.failures = 0  # rounds that failed (retried after a backoff)
@@ -144,28 +181,33 @@ class Flusher:
         """One read-write-ack cycle; returns how many entries were handled.
 
         While a full batch is being written to PostgreSQL, the next one is already being
-        read from Redis (only new entries, ``>``), so the two overlap. Entries are acked only
+        read from Redis (only new entries, ``>``) and decoded, so the flusher's work and
+        PostgreSQL's overlap. Entries are acked only
         after their own batch commits; a prefetched batch is simply pending under this
         consumer until then, and is dropped (to be re-read from the pending list) if the
         current batch fails.
         """
         await self.housekeeping()
-        entries = await self._take_prefetched()
-        if entries is None:
-            entries = await self.read()
+        batch = await self._take_prefetched()
+        if batch is None:
+            batch = prepare(await self.read())
+        entries = batch.entries
         if not entries:
             return 0
         if not self._own_pending and len(entries) >= self.settings.flush_batch:
             # A full batch: more is probably waiting. Read it while this one is written.
-            self._prefetch = asyncio.ensure_future(self.read())
+            self._prefetch = asyncio.ensure_future(self._read_prepared())
         try:
-            await self.write(entries)
+            await self.write_batch(batch)
             await self.ack(entries)
             self.batches += 1
         except BaseException:
             await self._drop_prefetch()
             raise
         return len(entries)
+
+    async def _read_prepared(self) -> Batch:
+        return prepare(await self.read())
 
     async def housekeeping(self) -> None:
         """Claim abandoned entries and reap, each when due, on every round: under a steady
@@ -180,7 +222,7 @@ class Flusher:
             self._last_reap = now
             await self.reap()
 
-    async def _take_prefetched(self) -> list[Entry] | None:
+    async def _take_prefetched(self) -> Batch | None:
         task, self._prefetch = self._prefetch, None
         if task is None:
             return None
@@ -206,7 +248,7 @@ class Flusher:
 
     async def read(self) -> list[Entry]:
         if self._own_pending:
-            reply = await self.redis.xreadgroup(
+            reply = await self._reader.xreadgroup(
                 STREAM_GROUP,
                 self.consumer,
                 {s: "0" for s in self.streams},
@@ -216,7 +258,7 @@ class Flusher:
             if entries:
                 return entries
             self._own_pending = False
-        reply = await self.redis.xreadgroup(
+        reply = await self._reader.xreadgroup(
             STREAM_GROUP,
             self.consumer,
             {s: ">" for s in self.streams},
@@ -225,44 +267,35 @@ class Flusher:
         )
         return _flatten(reply)
 
-    async def write(self, entries: list[Entry]) -> None:
+    async def write_batch(self, batch: Batch) -> None:
         """Record the batch. Malformed entries, and entries PostgreSQL refuses for a data
         reason (found by bisecting, see ``_write_range``), go to the dead-letter stream; an
         outage raises (the round is retried and nothing is dead-lettered)."""
-        cols = empty_columns()
-        rows: list[Entry] = []  # the entry of each column position
-        for entry in entries:
-            fields = entry[2]
-            if fields is None:
-                continue  # deleted before we got to it: nothing to write
-            try:
-                append_fields(cols, fields)
-            except (MalformedEvent, TypeError, ValueError) as exc:
-                await self.dead_letter(entry, f"malformed: {exc}")
-                continue
-            rows.append(entry)
+        for entry, reason in batch.malformed:
+            await self.dead_letter(entry, reason)
+        rows = batch.rows
         n = len(rows)
         if not n:
             return
         refused: list[tuple[int, str]] = []
         async with self.pool.acquire() as conn:
-            await self.partitions.ensure(conn, cols[1])
-            new = await self._write_range(conn, cols, 0, n, refused)
+            await self.partitions.ensure(conn, {row[1] for row in rows})
+            new = await self._write_range(conn, rows, 0, n, refused)
         for i, reason in refused:
-            await self.dead_letter(rows[i], reason)
+            await self.dead_letter(batch.row_entries[i], reason)
         self.flushed += new
         if new + len(refused) != n:
             log.info("skipped %d already-recorded events (redelivery)", n - new - len(refused))
 
     async def _write_range(
-        self, conn: Any, cols: list[list[Any]], lo: int, hi: int, refused: list[tuple[int, str]]
+        self, conn: Any, rows: list[Row], lo: int, hi: int, refused: list[tuple[int, str]]
     ) -> int:
         """Write rows ``lo:hi``; if PostgreSQL refuses them for a data reason, split in two and
         retry each half, so every good row lands and the bad ones end in ``refused`` (one
         poison event would otherwise fail the whole batch forever). Each part commits on its
         own; a redelivery after a crash mid-way skips the committed ones by the unique key."""
         try:
-            return await write_columns(conn, [c[lo:hi] for c in cols])
+            return await write_rows(conn, rows[lo:hi] if lo or hi < len(rows) else rows)
         except Exception as exc:
             if not is_data_error(exc):
                 raise
@@ -270,8 +303,8 @@ class Flusher:
                 refused.append((lo, f"refused by PostgreSQL: {type(exc).__name__}: {exc}"[:500]))
                 return 0
         mid = (lo + hi) // 2
-        return await self._write_range(conn, cols, lo, mid, refused) + await self._write_range(
-            conn, cols, mid, hi, refused
+        return await self._write_range(conn, rows, lo, mid, refused) + await self._write_range(
+            conn, rows, mid, hi, refused
         )
 
     async def dead_letter(self, entry: Entry, reason: str) -> None:
@@ -345,16 +378,23 @@ def is_data_error(exc: BaseException) -> bool:
     too many connections, timeouts) is an outage: retried, never dead-lettered."""
     # Server side: SQLSTATE class 22 (data exception: numeric value out of range, invalid
     # text representation, character not in repertoire, ...). Client side: asyncpg's own
-    # DataError ("invalid input for query argument"), an InterfaceError + ValueError.
-    return isinstance(exc, (asyncpg.DataError, asyncpg.exceptions._base.DataError))
+    # DataError ("invalid input for query argument"), an InterfaceError + ValueError; and,
+    # from a COPY, the encoder's own OverflowError (an integer beyond BIGINT).
+    return isinstance(exc, (asyncpg.DataError, asyncpg.exceptions._base.DataError, OverflowError))
+
+
+def _raw_reply(response: Any, **options: Any) -> Any:
+    return response
 
 
 def _flatten(reply: Any) -> list[Entry]:
+    """The entries of a raw XREADGROUP reply: a map of stream to entries (RESP3) or a list of
+    [stream, entries] (RESP2); an entry is [id, [name, value, ...]], its fields None once
+    deleted."""
     out: list[Entry] = []
     if not reply:
         return out
-    for stream, items in reply:
+    for stream, items in reply.items() if isinstance(reply, dict) else reply:
         name = stream.decode() if isinstance(stream, bytes) else stream
-        for entry_id, fields in items:
-            out.append((name, entry_id, fields or None))
+        out.extend([(name, entry_id, fields) for entry_id, fields in items])
     return out

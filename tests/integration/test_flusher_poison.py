@@ -103,17 +103,17 @@ async def test_outage_dead_letters_nothing_and_retries(
     f = Flusher(env.settings, env.pool, env.redis, Scripts.load())
     await f.setup()
 
-    async def down(conn: Any, cols: Any) -> int:
+    async def down(conn: Any, rows: Any) -> int:
         raise outage
 
-    real = fl.write_columns
-    monkeypatch.setattr(fl, "write_columns", down)
+    real = fl.write_rows
+    monkeypatch.setattr(fl, "write_rows", down)
     with pytest.raises(type(outage)):
         await f.round()
     stream = env.keys.stream_of_user(uid)
     assert await env.redis.xlen(env.keys.dead_letter(env.keys.shard_of(uid))) == 0
     assert await env.redis.xlen(stream) == 5
-    monkeypatch.setattr(fl, "write_columns", real)
+    monkeypatch.setattr(fl, "write_rows", real)
     f._own_pending = True  # what _run does after a failed round
     await _rounds(f)
     assert len(await _logged(env)) == 5

@@ -1,11 +1,27 @@
-"""Writing usage events to PostgreSQL exactly once (the flusher's transaction)."""
+"""Writing usage events to PostgreSQL exactly once (the flusher's transaction).
+
+Two ways to write a batch, one transaction each, the log rows and the totals they add always
+together:
+
+* ``copy_rows``, the usual one: a binary COPY of the rows straight into ``logs``, then the
+  totals. COPY has no ON CONFLICT, but the unique key (request_id, created_at) still holds:
+  a batch holding any event already recorded fails whole, and nothing of it is kept.
+* ``write_columns``, for such a batch (a redelivery after a crash between commit and XACK):
+  INSERT ... ON CONFLICT DO NOTHING RETURNING, and only the returned rows' totals.
+
+``write_rows`` tries the first and falls back to the second. Why not always the second: its
+array parameters cost the flusher twice the CPU to encode (asyncpg inspects every element),
+and ON CONFLICT's speculative insertion costs PostgreSQL a third more per row, for a case
+that only follows a crash (bench/README.md, "Flusher").
+"""
 
 from __future__ import annotations
 
 import calendar
 import functools
+import operator
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import asyncpg
@@ -24,21 +40,42 @@ ON CONFLICT (request_id, created_at) DO NOTHING
 RETURNING token_id, user_id, channel_id, quota, created_at
 """
 
-ADD_TOKEN_USED = """
-UPDATE tokens AS t SET used_quota = t.used_quota + v.q, accessed_time = GREATEST(t.accessed_time, v.ts)
-FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS v(id, q, ts)
-WHERE t.id = v.id
-"""
+# The columns of INSERT_LOGS (and of every row tuple), in its order.
+LOG_COLUMNS = (
+    "request_id",
+    "created_at",
+    "type",
+    "user_id",
+    "username",
+    "token_id",
+    "token_name",
+    "model_name",
+    "channel_id",
+    "group",
+    "quota",
+    "prompt_tokens",
+    "completion_tokens",
+    "use_time_ms",
+    "is_stream",
+    "ip",
+    "content",
+    "other",
+)
 
-ADD_USER_USED = """
-UPDATE users AS u SET used_quota = u.used_quota + v.q, request_count = u.request_count + v.n
-FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS v(id, q, n)
-WHERE u.id = v.id
-"""
-
-ADD_CHANNEL_USED = """
+# The three totals in one statement (one round trip; every data-modifying WITH part runs).
+ADD_TOTALS = """
+WITH tok AS (
+    UPDATE tokens AS t
+    SET used_quota = t.used_quota + v.q, accessed_time = GREATEST(t.accessed_time, v.ts)
+    FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS v(id, q, ts)
+    WHERE t.id = v.id
+), usr AS (
+    UPDATE users AS u SET used_quota = u.used_quota + v.q, request_count = u.request_count + v.n
+    FROM unnest($4::bigint[], $5::bigint[], $6::bigint[]) AS v(id, q, n)
+    WHERE u.id = v.id
+)
 UPDATE channels AS c SET used_quota = c.used_quota + v.q
-FROM unnest($1::bigint[], $2::bigint[]) AS v(id, q)
+FROM unnest($7::bigint[], $8::bigint[]) AS v(id, q)
 WHERE c.id = v.id
 """
 
@@ -59,7 +96,7 @@ class PartitionKeeper:
     def __init__(self) -> None:
         self._known: set[str] = set()
 
-    async def ensure(self, conn: Any, timestamps: Sequence[int]) -> None:
+    async def ensure(self, conn: Any, timestamps: Iterable[int]) -> None:
         for ts in {month_bounds(ts) for ts in set(timestamps)}:
             suffix, start, end = ts
             if suffix in self._known:
@@ -74,14 +111,33 @@ class PartitionKeeper:
             self._known.add(suffix)
 
 
-N_COLUMNS = 18  # the columns of INSERT_LOGS, in its order
+N_COLUMNS = len(LOG_COLUMNS)
+Row = tuple[Any, ...]  # one log row, LOG_COLUMNS order
+# What add_totals needs of a row: token_id, user_id, channel_id, quota, created_at.
+_TOTALS_FACTS = operator.itemgetter(5, 3, 8, 10, 1)
 
 
-def empty_columns() -> list[list[Any]]:
-    return [[] for _ in range(N_COLUMNS)]
+async def write_rows(conn: Any, rows: Sequence[Row]) -> int:
+    """Record the rows and add their quota to the totals, exactly once; returns how many rows
+    were new. COPY first; if any row is already recorded (the unique key refuses the whole
+    COPY, and its transaction is rolled back), INSERT ... ON CONFLICT DO NOTHING instead."""
+    try:
+        return await copy_rows(conn, rows)
+    except asyncpg.UniqueViolationError:
+        pass
+    return await write_columns(conn, list(zip(*rows, strict=True)))
 
 
-async def write_columns(conn: Any, cols: Sequence[list[Any]]) -> int:
+async def copy_rows(conn: Any, rows: Sequence[Row]) -> int:
+    """COPY the rows into ``logs`` and add all of them to the totals, in one transaction.
+    Raises UniqueViolationError, having written nothing, if any of them is already there."""
+    async with conn.transaction():
+        await conn.copy_records_to_table("logs", records=rows, columns=LOG_COLUMNS)
+        await add_totals(conn, map(_TOTALS_FACTS, rows))
+    return len(rows)
+
+
+async def write_columns(conn: Any, cols: Sequence[Sequence[Any]]) -> int:
     """Insert the rows (column by column, INSERT_LOGS order) and add the newly inserted
     ones' quota to the totals, in one transaction.
 
@@ -92,46 +148,66 @@ async def write_columns(conn: Any, cols: Sequence[list[Any]]) -> int:
         inserted = await conn.fetch(INSERT_LOGS, *cols)
         if not inserted:
             return 0
-        tokens: dict[int, list[int]] = {}
-        users: dict[int, list[int]] = {}
-        channels: dict[int, int] = {}
-        for rec in inserted:
-            q = int(rec["quota"])
-            tok = tokens.setdefault(int(rec["token_id"]), [0, 0])
+        await add_totals(conn, inserted)  # RETURNING gives the totals' order
+    return len(inserted)
+
+
+async def add_totals(conn: Any, facts: Iterable[Sequence[int]]) -> None:
+    """Add quota to the token, user and channel totals; ``facts`` are (token_id, user_id,
+    channel_id, quota, created_at) per row. One statement, ids in order so that concurrent
+    flushers lock the rows in the same order."""
+    tokens: dict[int, list[int]] = {}
+    users: dict[int, list[int]] = {}
+    channels: dict[int, int] = {}
+    for tid, uid, cid, q, ts in facts:
+        tok = tokens.get(tid)
+        if tok is None:
+            tokens[tid] = [q, ts]
+        else:
             tok[0] += q
-            tok[1] = max(tok[1], int(rec["created_at"]))
-            usr = users.setdefault(int(rec["user_id"]), [0, 0])
+            if ts > tok[1]:
+                tok[1] = ts
+        usr = users.get(uid)
+        if usr is None:
+            users[uid] = [q, 1]
+        else:
             usr[0] += q
             usr[1] += 1
-            channels[int(rec["channel_id"])] = channels.get(int(rec["channel_id"]), 0) + q
-        tids = sorted(tokens)
-        await conn.execute(
-            ADD_TOKEN_USED, tids, [tokens[i][0] for i in tids], [tokens[i][1] for i in tids]
-        )
-        uids = sorted(users)
-        await conn.execute(
-            ADD_USER_USED, uids, [users[i][0] for i in uids], [users[i][1] for i in uids]
-        )
-        cids = sorted(channels)
-        await conn.execute(ADD_CHANNEL_USED, cids, [channels[i] for i in cids])
-    return len(inserted)
+        channels[cid] = channels.get(cid, 0) + q
+    tids = sorted(tokens)
+    uids = sorted(users)
+    cids = sorted(channels)
+    await conn.execute(
+        ADD_TOTALS,
+        tids,
+        [tokens[i][0] for i in tids],
+        [tokens[i][1] for i in tids],
+        uids,
+        [users[i][0] for i in uids],
+        [users[i][1] for i in uids],
+        cids,
+        [channels[i] for i in cids],
+    )
 
 
 ESTIMATED_NOTE = "usage estimated: upstream reported none"
 
 
-def append_fields(cols: list[list[Any]], f: dict[bytes, bytes]) -> None:
-    """One usage event's columns, appended in INSERT_LOGS order (no row object per event).
+def event_row(f: dict[bytes, bytes] | list[bytes]) -> Row:
+    """One usage event's log row (LOG_COLUMNS order, the types COPY needs) from its stream
+    entry's fields (``events.decode_entry``).
 
-    Raises MalformedEvent on a malformed event (sent to the dead-letter stream) before
-    appending anything.
+    Raises MalformedEvent on a malformed event (sent to the dead-letter stream).
     """
-    e = events.decode(f)
+    e = events.decode_entry(f)
     get = e.get
     other = str(get("other", ""))
-    values = (
+    ts = int(e["ts"])
+    if not _storable_day(ts // 86400):
+        raise MalformedEvent(f"timestamp {ts} fits no log partition")
+    return (
         str(e["rid"]),
-        int(e["ts"]),
+        ts,
         2,  # log type: consume
         int(e["user"]),
         str(get("uname", "")),
@@ -140,7 +216,7 @@ def append_fields(cols: list[list[Any]], f: dict[bytes, bytes]) -> None:
         str(get("model", "")),
         int(get("chan", 0)),
         str(get("group", "")),
-        e["quota"],
+        int(e["quota"]),
         int(get("pt", 0)),
         int(get("ct", 0)),
         int(get("lat", 0)),
@@ -149,10 +225,6 @@ def append_fields(cols: list[list[Any]], f: dict[bytes, bytes]) -> None:
         ESTIMATED_NOTE if '"estimated":true' in other else "",
         other,
     )
-    if not _storable_day(values[1] // 86400):
-        raise MalformedEvent(f"timestamp {values[1]} fits no log partition")
-    for col, value in zip(cols, values, strict=True):
-        col.append(value)
 
 
 @functools.lru_cache(maxsize=64)
