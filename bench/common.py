@@ -356,15 +356,17 @@ def run_wrk(
     overhead: bool = False,
     cpu_pids: Sequence[int] = (),
     cpu_groups: dict[str, list[int]] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> WrkResult:
-    """POST ``body`` to ``url`` rotating over ``keys``; CPU of ``cpu_pids`` is sampled
-    around the run (µs per completed request)."""
+    """POST ``body`` to ``url`` rotating over ``keys`` (plus ``headers`` on every request);
+    CPU of ``cpu_pids`` is sampled around the run (µs per completed request)."""
     wrk = ensure_wrk()
     env = dict(
         os.environ,
         WRK_BODY=body,
         WRK_KEYS=",".join(keys) if keys else "sk-none",
         WRK_OVERHEAD="1" if overhead else "0",
+        WRK_HEADERS="\n".join(f"{k}: {v}" for k, v in (headers or {}).items()),
     )
     threads = max(1, min(threads, connections))
     args = pinned(

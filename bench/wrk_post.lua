@@ -1,7 +1,8 @@
 -- wrk script: POST a JSON body, rotating over several API keys, and print one JSON line.
 --
 -- Env: WRK_BODY (the request body), WRK_KEYS (comma-separated keys, sent as
--- "Authorization: Bearer <key>"), WRK_OVERHEAD=1 to also collect the
+-- "Authorization: Bearer <key>"), WRK_HEADERS (extra "Name: value" lines, newline-separated:
+-- a peer gateway's routing headers), WRK_OVERHEAD=1 to also collect the
 -- x-relaygate-overhead-ms response header (costs a response() callback: use at low load).
 --
 -- Requests are pre-formatted once per thread in init(), so request() is a table lookup.
@@ -21,16 +22,24 @@ local collect = os.getenv("WRK_OVERHEAD") == "1"
 function init(args)
   local body = os.getenv("WRK_BODY") or "{}"
   local keys = os.getenv("WRK_KEYS") or ""
+  local extra = {}
+  for line in string.gmatch(os.getenv("WRK_HEADERS") or "", "[^\n]+") do
+    local name, value = string.match(line, "^%s*([^:]+):%s*(.-)%s*$")
+    if name then extra[name] = value end
+  end
+  local function headers(key)
+    local h = {["Content-Type"] = "application/json"}
+    if key then h["Authorization"] = "Bearer " .. key end
+    for name, value in pairs(extra) do h[name] = value end
+    return h
+  end
   for key in string.gmatch(keys, "[^,]+") do
     n = n + 1
-    reqs[n] = wrk.format("POST", nil, {
-      ["Content-Type"] = "application/json",
-      ["Authorization"] = "Bearer " .. key,
-    }, body)
+    reqs[n] = wrk.format("POST", nil, headers(key), body)
   end
   if n == 0 then
     n = 1
-    reqs[1] = wrk.format("POST", nil, {["Content-Type"] = "application/json"}, body)
+    reqs[1] = wrk.format("POST", nil, headers(nil), body)
   end
   i = math.random(n) - 1
 end

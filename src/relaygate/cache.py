@@ -13,11 +13,13 @@ import asyncio
 import ipaddress
 import sys
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from relaygate.keys import KeyScheme
+from relaygate.keys import KeyScheme, token_of_base
+from relaygate.ledger import token_orphan_field, user_orphan_field
 from relaygate.netaddr import parse_network
 from relaygate.singleflight import SingleFlight
 
@@ -27,34 +29,112 @@ STALE_RETRY_SECONDS = 5.0
 MAX_CONCURRENT_LOADS = 16
 
 
-@dataclass(slots=True)
-class TokenMeta:
-    id: int
+SHARED_MAX = 4096  # distinct allowlist texts remembered for sharing; forgotten when full
+
+
+@dataclass(frozen=True, slots=True, weakref_slot=True)
+class Owner:
+    """What every token of one user holds alike: names, status and ledger keys.
+
+    One object per distinct user state, shared by all that user's cached tokens (a million
+    tokens over a few thousand users would otherwise carry a million copies of these
+    strings). Frozen: a user change produces a new ``Owner`` on the next load, never an
+    edit that would reach tokens loaded before it.
+    """
+
     user_id: int
-    name: str
     username: str
     user_role: int
-    status: int
     user_status: int
-    expired_time: int
-    unlimited: bool
-    models: frozenset[str] | None  # None = any model
-    networks: tuple[IPNetwork, ...] | None  # None = any IP
-    group: str  # the using group: token group if set, else the user's group
-    token_group: str  # "" when the token uses its user's group
     user_group: str
-    ver: int
-    # ledger keys, computed once per load
-    token_key: str
+    base: str  # the shard's key prefix, from which each token's ledger key is built
     user_key: str
     stream_key: str
     orphans_key: str
     resv_key: str
     refused_key: str
     reaped_key: str
-    token_orphan: str
     user_orphan: str
+
+
+@dataclass(slots=True)
+class TokenMeta:
+    """One cached token: only what differs from token to token is stored here.
+
+    Per-user state lives in the shared ``owner``; the allowlists are shared objects too
+    (most tokens have none, and tokens with one mostly have the same text); the token's
+    own ledger key and orphan field are built when asked for (a few hundred nanoseconds on a
+    request, against ~130 bytes a token for keeping them).
+    """
+
+    id: int
+    name: str
+    status: int
+    expired_time: int
+    unlimited: bool
+    models: frozenset[str] | None  # None = any model
+    networks: tuple[IPNetwork, ...] | None  # None = any IP
+    group: str  # the using group: token group if set, else the user's group
+    token_group: str  # "" when the token uses its user's group
+    ver: int
+    owner: Owner
     loaded_at: float
+
+    @property
+    def user_id(self) -> int:
+        return self.owner.user_id
+
+    @property
+    def username(self) -> str:
+        return self.owner.username
+
+    @property
+    def user_role(self) -> int:
+        return self.owner.user_role
+
+    @property
+    def user_status(self) -> int:
+        return self.owner.user_status
+
+    @property
+    def user_group(self) -> str:
+        return self.owner.user_group
+
+    @property
+    def token_key(self) -> str:
+        return token_of_base(self.owner.base, self.id)
+
+    @property
+    def token_orphan(self) -> str:
+        return token_orphan_field(self.id)
+
+    @property
+    def user_key(self) -> str:
+        return self.owner.user_key
+
+    @property
+    def stream_key(self) -> str:
+        return self.owner.stream_key
+
+    @property
+    def orphans_key(self) -> str:
+        return self.owner.orphans_key
+
+    @property
+    def resv_key(self) -> str:
+        return self.owner.resv_key
+
+    @property
+    def refused_key(self) -> str:
+        return self.owner.refused_key
+
+    @property
+    def reaped_key(self) -> str:
+        return self.owner.reaped_key
+
+    @property
+    def user_orphan(self) -> str:
+        return self.owner.user_orphan
 
     def in_scope(
         self, model: str, ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None
@@ -88,42 +168,95 @@ def parse_allow_ips(raw: str) -> tuple[IPNetwork, ...]:
     return tuple(nets)
 
 
-def meta_from_row(row: Any, keys: KeyScheme, now: float) -> TokenMeta:
-    user_id = int(row["user_id"])
-    token_id = int(row["id"])
-    models = parse_model_limits(row["model_limits"]) if row["model_limits_enabled"] else None
-    try:
-        nets = parse_allow_ips(row["allow_ips"]) if row["allow_ips"].strip() else None
-    except ValueError:
-        nets = ()  # unparsable allowlist: fail closed, nobody gets in
-    # Strings shared by every token of a user (or of a shard) are interned: with 100k tokens
-    # cached, one copy per user instead of one per token saves a few hundred bytes a token.
+class Shared:
+    """One copy of what many cached tokens hold equal, owned by the token loader.
+
+    Owners are kept only while some cached token refers to them (weak values): a user whose
+    tokens are all dropped leaves nothing behind. Allowlists are kept by their text (parsing
+    is a pure function of it, so a remembered result is never stale); the table is emptied
+    when it reaches ``SHARED_MAX`` texts, which only costs sharing, never correctness.
+    """
+
+    def __init__(self, keys: KeyScheme) -> None:
+        self.keys = keys
+        self._owners: weakref.WeakValueDictionary[tuple[int, str, int, int, str], Owner] = (
+            weakref.WeakValueDictionary()
+        )
+        self._models: dict[str, frozenset[str]] = {}
+        self._networks: dict[str, tuple[IPNetwork, ...]] = {}
+
+    def owner(self, user_id: int, username: str, role: int, status: int, group: str) -> Owner:
+        ident = (user_id, username, role, status, group)
+        found = self._owners.get(ident)
+        if found is not None:
+            return found
+        keys = self.keys
+        intern = sys.intern
+        made = Owner(
+            user_id=user_id,
+            username=intern(username),
+            user_role=role,
+            user_status=status,
+            user_group=intern(group),
+            base=keys.base(user_id),
+            user_key=keys.user(user_id),
+            stream_key=keys.stream_of_user(user_id),
+            orphans_key=keys.orphans(user_id),
+            resv_key=intern(keys.reservations(user_id)),
+            refused_key=intern(keys.refusals(user_id)),
+            reaped_key=intern(keys.reaped(user_id)),
+            user_orphan=user_orphan_field(user_id),
+        )
+        self._owners[ident] = made
+        return made
+
+    def models(self, raw: str) -> frozenset[str]:
+        found = self._models.get(raw)
+        if found is None:
+            if len(self._models) >= SHARED_MAX:
+                self._models.clear()
+            found = self._models[raw] = parse_model_limits(raw)
+        return found
+
+    def networks(self, raw: str) -> tuple[IPNetwork, ...]:
+        """The allowlist of ``raw``; an unparsable one is empty (fail closed, nobody gets in)."""
+        found = self._networks.get(raw)
+        if found is None:
+            if len(self._networks) >= SHARED_MAX:
+                self._networks.clear()
+            try:
+                found = parse_allow_ips(raw)
+            except ValueError:
+                found = ()
+            self._networks[raw] = found
+        return found
+
+
+def meta_from_row(row: Any, keys: KeyScheme, now: float, shared: Shared | None = None) -> TokenMeta:
+    """A ``TokenMeta`` from a ``TOKEN_META_BY_HASH`` row; ``shared`` (the loader's) makes
+    tokens that hold equal things hold one object (without it, nothing is shared)."""
+    if shared is None:
+        shared = Shared(keys)
     intern = sys.intern
+    user_group = row["user_group"]
     return TokenMeta(
-        id=token_id,
-        user_id=user_id,
+        id=int(row["id"]),
         name=row["name"],
-        username=intern(row["username"]),
-        user_role=int(row["role"]),
         status=int(row["status"]),
-        user_status=int(row["user_status"]),
         expired_time=int(row["expired_time"]),
         unlimited=bool(row["unlimited_quota"]),
-        models=models,
-        networks=nets,
-        group=intern(row["group"] or row["user_group"]),
+        models=shared.models(row["model_limits"]) if row["model_limits_enabled"] else None,
+        networks=shared.networks(row["allow_ips"]) if row["allow_ips"].strip() else None,
+        group=intern(row["group"] or user_group),
         token_group=intern(row["group"]),
-        user_group=intern(row["user_group"]),
         ver=int(row["ver"]),
-        token_key=keys.token(user_id, token_id),
-        user_key=intern(keys.user(user_id)),
-        stream_key=intern(keys.stream_of_user(user_id)),
-        orphans_key=intern(keys.orphans(user_id)),
-        resv_key=intern(keys.reservations(user_id)),
-        refused_key=intern(keys.refusals(user_id)),
-        reaped_key=intern(keys.reaped(user_id)),
-        token_orphan=f"t{token_id}",
-        user_orphan=intern(f"u{user_id}"),
+        owner=shared.owner(
+            int(row["user_id"]),
+            row["username"],
+            int(row["role"]),
+            int(row["user_status"]),
+            user_group,
+        ),
         loaded_at=now,
     )
 

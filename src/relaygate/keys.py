@@ -24,14 +24,15 @@ class KeyScheme:
     def shard_of(self, user_id: int) -> int:
         return user_id % self.shards
 
-    def _base(self, user_id: int) -> str:
+    def base(self, user_id: int) -> str:
+        """The prefix of every key of this user's shard (``token_of_base`` builds on it)."""
         return f"{self.prefix}:{{{user_id % self.shards}}}"
 
     def token(self, user_id: int, token_id: int) -> str:
-        return f"{self._base(user_id)}:tok:{token_id}"
+        return token_of_base(self.base(user_id), token_id)
 
     def user(self, user_id: int) -> str:
-        return f"{self._base(user_id)}:user:{user_id}"
+        return f"{self.base(user_id)}:user:{user_id}"
 
     def token_day(self, user_id: int, token_id: int, day: str) -> str:
         return day_key(self.token(user_id, token_id), day)
@@ -41,7 +42,7 @@ class KeyScheme:
 
     def orphans(self, user_id: int) -> str:
         """Counts of usage events settled while the token's or user's hash was missing."""
-        return f"{self._base(user_id)}:orphans"
+        return f"{self.base(user_id)}:orphans"
 
     def reservations(self, user_id: int) -> str:
         return self.reservations_of_shard(user_id % self.shards)
@@ -124,6 +125,12 @@ def _period_labels(second: int) -> tuple[str, str]:
     """Memoized per second: every request of that second shares one gmtime + format."""
     t = time.gmtime(second)
     return f"{t.tm_year:04d}{t.tm_mon:02d}{t.tm_mday:02d}", f"{t.tm_year:04d}{t.tm_mon:02d}"
+
+
+def token_of_base(base: str, token_id: int) -> str:
+    """A token's ledger key from its shard's prefix (``KeyScheme.base``, cached per user): what
+    the token cache builds on each request instead of keeping one string per token."""
+    return f"{base}:tok:{token_id}"
 
 
 def day_key(token_key: str, day: str) -> str:

@@ -7,7 +7,7 @@ import time
 
 import asyncpg
 
-from relaygate.cache import TokenMeta, meta_from_row
+from relaygate.cache import Shared, TokenMeta, meta_from_row
 from relaygate.keyindex import KeyIndex
 from relaygate.keys import KeyScheme
 from relaygate.store import queries
@@ -18,6 +18,7 @@ class TokenLoader:
         self.pool = pool
         self.keys = keys
         self.key_index = key_index
+        self.shared = Shared(keys)
 
     async def __call__(self, key_hash: bytes) -> TokenMeta | None:
         if await self.key_index.cannot_exist(key_hash):
@@ -26,4 +27,4 @@ class TokenLoader:
             row = await conn.fetchrow(queries.TOKEN_META_BY_HASH, key_hash)
         if row is None or row["deleted_at"] is not None or row["user_deleted_at"] is not None:
             return None
-        return meta_from_row(row, self.keys, time.monotonic())
+        return meta_from_row(row, self.keys, time.monotonic(), self.shared)

@@ -14,7 +14,7 @@ from pathlib import Path
 from relaygate.keys import KeyScheme
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "redis.md"
-NOT_KEYS = {"shard_of", "pattern", "streams", "reaped_of_resv"}  # no single key
+NOT_KEYS = {"shard_of", "pattern", "streams", "reaped_of_resv", "base"}  # no single key
 
 
 def documented_patterns() -> list[re.Pattern[str]]:

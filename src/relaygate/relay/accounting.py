@@ -61,13 +61,15 @@ async def reserve(
     for _ in range(MAX_RESERVE_ROUNDS):
         now = int(time.time())
         day, month = day_and_month(now)
+        owner = meta.owner
+        token_key = meta.token_key
         ledger_keys = (
-            meta.token_key,
-            meta.user_key,
-            day_key(meta.token_key, day),
-            month_key(meta.token_key, month),
+            token_key,
+            owner.user_key,
+            day_key(token_key, day),
+            month_key(token_key, month),
         )
-        prefix = f"{rid}|{meta.id}|{meta.user_id}|{day}|{month}|{rt.instance}"
+        prefix = f"{rid}|{meta.id}|{owner.user_id}|{day}|{month}|{rt.instance}"
         req = ReserveRequest(
             cached_ver=meta.ver,
             now=now,
@@ -82,7 +84,7 @@ async def reserve(
             res = await ledger.reserve_pipelined(
                 rt.scripts,
                 rt.hot,
-                (*ledger_keys, meta.resv_key, meta.refused_key),
+                (*ledger_keys, owner.resv_key, owner.refused_key),
                 req,
                 (DAY_TTL_SECONDS, MONTH_TTL_SECONDS),
             )
@@ -91,7 +93,7 @@ async def reserve(
             if isinstance(exc, RedisConnectionError | RedisTimeoutError):
                 # Its reply is lost, but it may have run: give that reservation back (this
                 # relay is alive, so the reaper never will). Kept until Redis applies it.
-                rt.settles.keep(LostReserve(meta.resv_key, ledger_keys, prefix))
+                rt.settles.keep(LostReserve(owner.resv_key, ledger_keys, prefix))
             raise errors.LEDGER_UNAVAILABLE from None
         if res.code == Code.OK:
             rt.tally.inc("reserves")
@@ -171,11 +173,18 @@ async def settle(
     else:
         tally.inc("settles")
         tally.inc("charged", (job.model, meta.group), actual)
+    owner = meta.owner
     call = ledger.SettleCall(
-        keys=(*job.ledger_keys, meta.stream_key, meta.orphans_key, meta.resv_key, meta.reaped_key),
+        keys=(
+            *job.ledger_keys,
+            owner.stream_key,
+            owner.orphans_key,
+            owner.resv_key,
+            owner.reaped_key,
+        ),
         reserved=job.reserved,
         actual=actual,
-        orphan_fields=(meta.token_orphan, meta.user_orphan),
+        orphan_fields=(meta.token_orphan, owner.user_orphan),
         member=job.member,
         rid=job.rid,
         event=event,
