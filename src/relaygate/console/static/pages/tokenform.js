@@ -143,7 +143,7 @@ export function TokenForm({ id }) {
           : html`<label>Model names, separated by commas<textarea id="tf-models-text" value=${f.modelsText} onInput=${set("modelsText")}></textarea>
               <span class="hint">The model list could not be loaded${models.error ? `: ${models.error.message}` : ""}.</span></label>`}
       </fieldset>
-      <label>IP allowlist<textarea id="tf-ips" value=${f.ips} onInput=${set("ips")} aria-describedby="ips-hint ips-error" placeholder="203.0.113.7&#10;10.0.0.0/8"></textarea>
+      <label>IP allowlist<textarea id="tf-ips" value=${f.ips} onInput=${set("ips")} aria-describedby="ips-hint ips-error" placeholder=${"203.0.113.7\n10.0.0.0/8"}></textarea>
         <span class="hint" id="ips-hint">One IP address or CIDR range per line; empty allows any IP.</span>${err("ips")}</label>
       <label>Group<input id="tf-group" value=${f.group} onInput=${set("group")} placeholder="Your account's group" />
         <span class="hint">Groups let your admin apply different pricing ratios; leave empty for your own group.</span></label>
