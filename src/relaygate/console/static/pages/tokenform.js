@@ -126,7 +126,7 @@ export function TokenForm({ id }) {
         <label class="check"><input type="checkbox" id="tf-unlimited" checked=${f.unlimited} onChange=${set("unlimited")} /> Unlimited (draws from your balance with no per-token cap)</label>
         ${!f.unlimited &&
         html`<label>Quota in credits<input id="tf-credits" inputmode="decimal" value=${f.credits} onInput=${set("credits")} aria-describedby="credits-hint credits-error" />
-          <span class="hint" id="credits-hint">200 credits = $1 = 500,000 quota. ${f.credits && Number.isFinite(Number(f.credits)) ? `= ${fmtInt(Math.round(Number(f.credits) * QUOTA_PER_CREDIT))} quota.` : ""}</span>${err("credits")}</label>`}
+          <span class="hint" id="credits-hint">200 credits = $1 = 500,000 quota. ${f.credits && Number.isFinite(Number(f.credits)) ? `This is ${fmtInt(Math.round(Number(f.credits) * QUOTA_PER_CREDIT))} quota.` : ""}</span>${err("credits")}</label>`}
         <label>Daily limit in credits<input id="tf-daily" inputmode="decimal" value=${f.daily} onInput=${set("daily")} placeholder="No daily limit" />${err("daily")}</label>
         <label>Monthly limit in credits<input id="tf-monthly" inputmode="decimal" value=${f.monthly} onInput=${set("monthly")} placeholder="No monthly limit" />${err("monthly")}</label>
       </fieldset>
