@@ -38,6 +38,8 @@ class Site:
     username: str
     password: str
     access: str
+    mock_url: str
+    open_url: str  # a second relay on the same stores, with self-registration enabled
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +67,11 @@ async def site(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> A
         user_id, access = await admin.create_user("root", ROLE_ROOT, 10**10, password=PASSWORD)
         await admin.create_channel("mock", mock.url, "upstream-secret", "gpt-4o-mini,gpt-4o")
         relay = await stack.relay(free_port(), with_worker=True)
-        yield Site(relay.url, user_id, "root", PASSWORD, access)
+        open_relay = await stack.relay(free_port(), RELAYGATE_REGISTER_ENABLED="true")
+        # "localhost", not 127.0.0.1: cookies ignore the port, so a session signed in there
+        # would replace the main site's session cookie; another host name has its own jar.
+        open_url = open_relay.url.replace("127.0.0.1", "localhost")
+        yield Site(relay.url, user_id, "root", PASSWORD, access, mock.url, open_url)
     finally:
         stack.close()
         await pool.close()

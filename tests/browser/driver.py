@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+from selenium.common.exceptions import (
+    StaleElementReferenceException,
+    TimeoutException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -47,7 +53,8 @@ class Console:
     # navigation and waiting
 
     def open(self, hash_path: str) -> None:
-        if not self.d.current_url.startswith(self.base):
+        """A route of the console already loaded (either relay's), else of the main one."""
+        if not self.d.current_url.startswith("http"):
             self.d.get(f"{self.base}/")
         self.d.execute_script("location.hash = arguments[0]", hash_path)
 
@@ -60,6 +67,10 @@ class Console:
 
         return WebDriverWait(self.d, WAIT, poll_frequency=0.2).until(probe, message)
 
+    def loaded(self) -> None:
+        """Every list on the page has its first data (``aria-busy`` is false)."""
+        self.until(lambda: not self.els('main [aria-busy="true"]'), "a list never loaded")
+
     def el(self, css: str) -> WebElement:
         return self.until(lambda: self.d.find_element(By.CSS_SELECTOR, css), f"no {css}")
 
@@ -71,7 +82,11 @@ class Console:
             el = self.d.find_element(By.CSS_SELECTOR, css)
             return el if text in el.text else False
 
-        return self.until(found, f"{text!r} never appeared in {css}")
+        try:
+            return self.until(found, f"{text!r} never appeared in {css}")
+        except TimeoutException:
+            shown = [e.text for e in self.els(css)] + [e.text for e in self.els(".msg.error")]
+            raise TimeoutException(f"{text!r} never appeared in {css}; shown: {shown}") from None
 
     def button(self, label: str, within: str = "body") -> WebElement:
         """A visible button (or link styled as one) whose text or aria-label is ``label``."""
@@ -85,9 +100,13 @@ class Console:
         return self.until(find, f"no button {label!r} in {within}")
 
     def fill(self, css: str, value: str) -> None:
+        """Select-all and type: the first key replaces the old text in one input event.
+        (``clear()`` fires no input event, so a controlled field's state keeps the old
+        text, and a re-render in between puts it back before the typing.)"""
         el = self.el(css)
-        el.clear()
+        el.send_keys(Keys.CONTROL, "a")
         el.send_keys(value)
+        self.until(lambda: el.get_attribute("value") == value, f"{css} did not take {value!r}")
 
     def row_of(self, table: str, text: str) -> WebElement:
         def find() -> WebElement | bool:
@@ -121,4 +140,18 @@ class Console:
         self.d.refresh()
 
     def screenshot(self, path: Path) -> None:
-        self.d.save_screenshot(str(path))
+        """The whole page, not only the viewport: a table or form below the fold is what a
+        review of the screenshots has to see (Chromium's DevTools capture; W3C has none). The
+        width is the window's: the capture drops the scrollbar, so the page lays out that wide."""
+        width, height = self.d.execute_script(
+            "return [innerWidth, document.documentElement.scrollHeight];"
+        )
+        shot = self.d.execute_cdp_cmd(
+            "Page.captureScreenshot",
+            {
+                "format": "png",
+                "captureBeyondViewport": True,
+                "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1},
+            },
+        )
+        path.write_bytes(base64.b64decode(shot["data"]))

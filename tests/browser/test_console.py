@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -54,9 +55,40 @@ def snap(console: Console, shots: Path | None, name: str, ready: str) -> None:
         for theme in ("light", "dark"):
             console.set_theme(theme)
             console.el(ready)
+            console.loaded()
             console.screenshot(shots / f"{name}-{theme}-{size_name}.png")
     console.d.set_window_size(*DESKTOP)
     console.set_theme("system")
+
+
+def manage(site: Site, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """The management API as root, with the access token made at setup (valid until
+    test_system_access_token_works_with_new_api_user generates a new one)."""
+    request = urllib.request.Request(
+        f"{site.url}{path}",
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={
+            "Authorization": f"Bearer {site.access}",
+            "New-Api-User": str(site.user_id),
+            "Content-Type": "application/json",
+        },
+    )
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        answer = json.loads(resp.read())
+    assert answer["success"] is True, answer
+    return answer["data"]
+
+
+def new_token(site: Site, name: str, **fields: Any) -> dict[str, Any]:
+    body = {"name": name, "unlimited_quota": True, "expired_time": -1, **fields}
+    made: dict[str, Any] = manage(site, "POST", "/api/token/", body)
+    return made
+
+
+def value_of(console: Console, css: str, value: str) -> None:
+    """Waits until the field holds ``value`` (a form fills itself once its data loaded)."""
+    console.until(lambda: console.el(css).get_attribute("value") == value, f"{css} != {value!r}")
 
 
 def client(site: Site, key: str) -> openai.OpenAI:
@@ -68,6 +100,15 @@ def chat(site: Site, key: str, model: str = "gpt-4o-mini") -> str:
         model=model, messages=[{"role": "user", "content": "hello"}]
     )
     return reply.choices[0].message.content or ""
+
+
+def test_registration_disabled_says_so(console: Console, site: Site) -> None:
+    console.d.get(f"{site.url}/#/register")
+    console.text_in("main", "does not allow self-registration")
+    console.el("#login-form")
+    assert not console.els("#register-form")
+    assert not console.els("a[href='#/register']")
+    clean(console, "register (disabled)")
 
 
 def test_sign_in(console: Console, site: Site, shots: Path | None) -> None:
@@ -160,7 +201,8 @@ def test_disable_refuses_then_enable_and_delete(console: Console, site: Site) ->
     clean(console, "delete confirmation")
     console.el("#confirm-yes").click()
     console.text_in(".msg.ok", "deleted")
-    assert TOKEN not in console.el("#tokens-table").text
+    # the message comes with the answer to DELETE; the row goes with the list's reload
+    console.until(lambda: TOKEN not in console.el("#tokens-table").text, "deleted row stays")
     with pytest.raises(openai.APIStatusError):
         chat(site, state["key"])
 
@@ -180,6 +222,183 @@ def test_batch_delete(console: Console, site: Site) -> None:
     console.el("#batch-delete").click()
     console.el("#confirm-yes").click()
     console.text_in(".msg.ok", "2 token(s) deleted")
+
+
+def test_edit_token_shows_in_table(console: Console, site: Site, shots: Path | None) -> None:
+    made = new_token(site, "edit-me", unlimited_quota=False, remain_quota=50_000)
+    console.open(f"#/tokens/{made['id']}/edit")
+    value_of(console, "#tf-name", "edit-me")
+    value_of(console, "#tf-credits", "20")
+    console.el("#tf-models input[value='gpt-4o']")  # the model list has loaded too
+    clean(console, "edit token")
+    snap(console, shots, "edit-token", "#tf-models")
+    value_of(console, "#tf-name", "edit-me")  # the screenshots reloaded the page
+    console.el("#tf-models input[value='gpt-4o']")
+    console.fill("#tf-name", "edited-token")
+    console.fill("#tf-credits", "40")  # 100,000 quota
+    console.el("#tf-models input[value='gpt-4o']").click()
+    console.el("#tf-save").click()
+    console.text_in("main h2", "edited-token")
+    console.text_in("#token-facts", "gpt-4o")
+    console.open("#/tokens")
+    row = console.row_of("#tokens-table", "edited-token")
+    assert "100,000" in row.find_element("css selector", "td[data-label='Remaining']").text
+    assert "edit-me" not in console.el("#tokens-table").text
+    saved = manage(site, "GET", f"/api/token/{made['id']}")
+    assert saved["name"] == "edited-token" and saved["remain_quota"] == 100_000
+    assert saved["models"] == ["gpt-4o"]
+
+
+def test_token_search_and_pagination(console: Console, site: Site) -> None:
+    for i in range(12):
+        new_token(site, f"page-{i:02d}")
+    total = manage(site, "GET", "/api/token/?p=1&page_size=1")["total"]
+    assert total > 10  # more than one page of ten
+    pages = -(-total // 10)
+    console.open("#/tokens")
+    console.d.refresh()  # a fresh list (the page may be cached from an earlier test)
+    console.text_in(".pager", f"Page 1 of {pages} · {total} total")
+
+    def names() -> set[str]:
+        return {
+            r.find_element("css selector", "td[data-label='Name']").text
+            for r in console.els("#tokens-table tbody tr")
+        }
+
+    first = names()
+    assert len(first) == 10
+    console.el(".pager button:last-child").click()  # Next page
+    console.text_in(".pager", f"Page 2 of {pages}")
+    console.until(lambda: names() and not names() & first, "page 2 shows page 1's rows")
+    second = names()
+    assert len(second) == min(10, total - 10)
+    console.fill("#token-search", "page-07")
+    console.button("Search").click()
+    console.until(lambda: names() == {"page-07"}, "search did not narrow to page-07")
+    console.text_in(".pager", "Page 1 of 1 · 1 total")
+    clean(console, "token search")
+    console.button("Clear").click()
+    console.text_in(".pager", f"Page 1 of {pages} · {total} total")
+
+
+def test_logs_csv_export(console: Console, site: Site, tmp_path: Path) -> None:
+    # Chromium saves the download to tmp_path instead of the user's folder.
+    console.d.execute_cdp_cmd(
+        "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(tmp_path)}
+    )
+    console.open("#/logs")
+    console.el("#logs-table")
+    console.d.execute_script(
+        """window.__csv = null;
+        const made = URL.createObjectURL;
+        URL.createObjectURL = (blob) => { blob.text().then((t) => { window.__csv = t; }); return made(blob); };"""
+    )
+    console.fill("#lf-token", TOKEN)
+    console.el("#lf-apply").click()
+    console.text_in("#logs-table", TOKEN)
+    console.el("#lf-export").click()
+    console.text_in(".msg.ok", "Exported")
+    text: str = console.until(lambda: console.d.execute_script("return window.__csv"), "no CSV")
+    lines = text.split("\r\n")
+    assert lines[0] == (
+        "created_at,type,token_name,model_name,prompt_tokens,completion_tokens,quota,"
+        "use_time_ms,is_stream,group,ip,request_id,content"
+    )
+    rows = [line for line in lines[1:] if line]
+    assert rows and all(f",2,{TOKEN},gpt-4o-mini," in row for row in rows), rows
+    assert str(len(rows)) in console.el(".msg.ok").text
+    saved = console.until(lambda: [p for p in tmp_path.glob("relaygate-logs-*.csv")], "no file")
+    console.until(lambda: saved[0].read_bytes().decode() == text, "the saved file differs")
+    clean(console, "logs export")
+
+
+def test_profile_edit(console: Console, site: Site) -> None:
+    console.open("#/settings")
+    console.el("#profile-display-name")
+    console.fill("#profile-display-name", "Root Operator")
+    console.el("#profile-save").click()
+    console.text_in("#profile-form .msg.ok", "Profile saved")
+    console.d.refresh()
+    value_of(console, "#profile-display-name", "Root Operator")
+    assert manage(site, "GET", "/api/user/self")["display_name"] == "Root Operator"
+    clean(console, "profile saved")
+
+
+def test_admin_users_create_top_up_disable(console: Console, site: Site) -> None:
+    console.open("#/admin/users")
+    console.el("#users-table")
+    console.button("Create user").click()
+    console.fill("#create-user input[name='username']", "alice")
+    console.fill("#create-user input[name='password']", "alice-pass-1")
+    console.fill("#create-user input[name='credits']", "10")  # 25,000 quota
+    clean(console, "create user dialog")
+    console.button("Create", within="#create-user").click()
+    shown_secret(console)  # the new user's first access token, shown once
+    console.el("#secret-close").click()
+    row = console.row_of("#users-table", "alice")
+    assert "25,000" in row.find_element("css selector", "td[data-label='Balance']").text
+    console.button("Top up alice").click()
+    console.fill("#topup input[name='credits']", "5")
+    console.button("Add", within="#topup").click()
+    console.text_in(".msg.ok", "Added 5 credits to alice")
+    console.until(lambda: "37,500" in console.row_of("#users-table", "alice").text, "no top-up")
+    console.button("Disable alice").click()
+    console.until(lambda: "Disabled" in console.row_of("#users-table", "alice").text, "enabled")
+    login = urllib.request.Request(
+        f"{site.url}/api/user/login",
+        data=json.dumps({"username": "alice", "password": "alice-pass-1"}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(login, timeout=30) as resp:
+        assert json.loads(resp.read())["success"] is False  # a disabled user cannot sign in
+    console.button("Enable alice").click()
+    console.until(lambda: "Enabled" in console.row_of("#users-table", "alice").text, "disabled")
+    clean(console, "users")
+
+
+def test_admin_channels_create_test_toggle(console: Console, site: Site) -> None:
+    console.open("#/admin/channels")
+    console.el("#channels-table")
+    console.button("Create channel").click()
+    console.fill("#create-channel input[name='name']", "mock-b")
+    console.fill("#create-channel input[name='base_url']", site.mock_url)
+    console.fill("#create-channel input[name='key']", "second-secret")
+    console.fill("#create-channel input[name='models']", "gpt-4o-mini")
+    clean(console, "create channel dialog")
+    console.button("Create", within="#create-channel").click()
+    console.text_in(".msg.ok", "Channel created")
+    console.row_of("#channels-table", "mock-b")
+    assert "second-secret" not in console.d.page_source  # the key is write-only
+    console.button("Test mock-b").click()
+    console.text_in(".msg.ok", "Channel mock-b answered")
+    console.until(
+        lambda: "never" not in console.row_of("#channels-table", "mock-b").text, "untested"
+    )
+    console.button("Disable mock-b").click()
+    console.until(lambda: "Disabled" in console.row_of("#channels-table", "mock-b").text, "on")
+    console.button("Enable mock-b").click()
+    console.until(lambda: "Enabled" in console.row_of("#channels-table", "mock-b").text, "off")
+    clean(console, "channels")
+
+
+def test_operator_quota_view_refreshes(console: Console, site: Site) -> None:
+    made = new_token(site, "live-quota")
+    key = f"sk-{made['key']}"
+    assert chat(site, key)
+    console.open("#/admin/quota")
+
+    def used() -> str:
+        row = console.row_of("#quota-table", "live-quota")
+        text: str = row.find_element("css selector", "td[data-label='Used'] .mono").text
+        return text
+
+    before = console.until(used, "the token never appeared in the quota view")
+    assert before != "0"
+    console.d.execute_script("window.__same_page = true")
+    assert chat(site, key)
+    console.until(lambda: used() != before, "the quota view did not refresh")
+    assert console.d.execute_script("return window.__same_page") is True  # no reload
+    clean(console, "quota view")
 
 
 def test_hash_set_before_the_first_effects_is_followed(console: Console) -> None:
@@ -209,6 +428,19 @@ def test_page_is_clean(console: Console, name: str, shots: Path | None) -> None:
     console.open(hash_path)
     console.el(ready)
     clean(console, name)
+    console.d.set_window_size(*PHONE)
+    console.loaded()
+    # at phone width neither the page nor a table scrolls sideways
+    wide = console.d.execute_script(
+        """const out = [];
+        const e = document.documentElement;
+        if (e.scrollWidth > e.clientWidth) out.push(`page ${e.scrollWidth} > ${e.clientWidth}`);
+        for (const w of document.querySelectorAll(".table-wrap"))
+          if (w.scrollWidth > w.clientWidth) out.push(`${w.firstElementChild.id} ${w.scrollWidth} > ${w.clientWidth}`);
+        return out;"""
+    )
+    console.d.set_window_size(*DESKTOP)
+    assert wide == [], name
     console.set_theme("dark")
     console.el(ready)
     clean(console, f"{name} (dark)")
@@ -229,3 +461,43 @@ def test_system_access_token_works_with_new_api_user(console: Console, site: Sit
     with urllib.request.urlopen(request, timeout=30) as resp:
         body = json.loads(resp.read())
     assert body["success"] is True and isinstance(body["data"]["items"], list)
+
+
+def test_registration_enabled_then_password_change(
+    console: Console, site: Site, shots: Path | None
+) -> None:
+    """On the second relay (registration on), as a user of its own, so that the password
+    change leaves root's sign-in alone."""
+    console.d.get(f"{site.open_url}/#/login")
+    console.el("#login-form")
+    console.el("a[href='#/register']").click()
+    console.el("#register-form")
+    clean(console, "register")
+    snap(console, shots, "register", "#register-form")
+    console.fill("#reg-username", "bob")
+    console.fill("#reg-password", "bob-pass-11")
+    console.fill("#reg-password2", "bob-pass-11")
+    console.el("#register-submit").click()
+    console.text_in(".msg.ok", "Account created")
+    console.el("a[href='#/login']").click()
+    console.fill("#username", "bob")
+    console.fill("#password", "bob-pass-11")
+    console.el("#login-submit").click()
+    console.text_in("#who-name", "bob")
+    console.open("#/settings")
+    console.fill("#pw-current", "bob-pass-11")
+    console.fill("#pw-new", "bob-pass-22")
+    console.fill("#pw-repeat", "bob-pass-22")
+    console.el("#pw-save").click()
+    console.text_in("#password-form .msg.ok", "Password changed")
+    clean(console, "password changed")
+    console.el("#logout").click()
+    console.fill("#username", "bob")
+    console.fill("#password", "bob-pass-11")
+    console.el("#login-submit").click()
+    console.el("#login-form .msg.error")  # the old password is refused
+    console.console_errors()  # the refused attempt logs its HTTP status; not a page error
+    console.fill("#password", "bob-pass-22")
+    console.el("#login-submit").click()
+    console.text_in("#who-name", "bob")
+    clean(console, "signed in with the new password")

@@ -106,7 +106,8 @@ function App() {
       location.hash = "#/tokens";
     };
     if (path === "/register" && status.register_enabled) return html`<${Register} />`;
-    return html`<${Login} status=${status} onSignedIn=${onIn} notice=${notice} />`;
+    const closed = path === "/register" ? "This server does not allow self-registration: ask an administrator for an account." : null;
+    return html`<${Login} status=${status} onSignedIn=${onIn} notice=${notice || closed} />`;
   }
   const logout = async () => {
     try {

@@ -19,6 +19,8 @@ export function fmtCredits(q) {
 }
 export function fmtUsd(q) {
   const d = q / quotaPerUnit;
+  // Below the last digit shown, a non-zero amount would read as $0.00.
+  if (d > 0 && d < 0.000001) return "< $0.000001";
   return `$${d.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: digits(d) })}`;
 }
 /** A quota figure as the seeds speak of it: units, with credits and dollars underneath. */

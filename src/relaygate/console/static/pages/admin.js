@@ -81,12 +81,12 @@ export function Users() {
   };
   return html`<div class="page-head"><h2>Users</h2><button class="primary" onClick=${() => setDialog({ kind: "create" })}>Create user</button></div>
     <${Message} error=${msg.error || list.error} ok=${msg.ok} />
-    <div class="panel table-wrap"><table id="users-table"><caption class="visually-hidden">Users</caption>
+    <div class="panel table-wrap" aria-busy=${list.loading ? "true" : "false"}><table id="users-table" class="rows"><caption class="visually-hidden">Users</caption>
       <thead><tr><th>ID</th><th>Username</th><th>Role</th><th>Status</th><th class="opt">Group</th><th class="num">Balance</th><th class="num opt">Used</th><th class="num opt">Requests</th><th>Actions</th></tr></thead>
       <tbody>${(list.data ? list.data.items : []).map((u) => html`<tr key=${u.id}>
-        <td>${u.id}</td><td>${u.username}<span class="sub">${u.display_name}</span></td><td>${ROLES[u.role] || u.role}</td>
-        <td><${Status} s=${u.status} names=${USER_STATUS} /></td><td class="opt">${u.group}</td>
-        <td class="num"><${Quota} q=${u.quota} /></td><td class="num opt"><${Quota} q=${u.used_quota} /></td><td class="num opt">${fmtInt(u.request_count)}</td>
+        <td data-label="ID">${u.id}</td><td data-label="Username">${u.username}<span class="sub">${u.display_name}</span></td><td data-label="Role">${ROLES[u.role] || u.role}</td>
+        <td data-label="Status"><${Status} s=${u.status} names=${USER_STATUS} /></td><td class="opt">${u.group}</td>
+        <td class="num" data-label="Balance"><${Quota} q=${u.quota} /></td><td class="num opt"><${Quota} q=${u.used_quota} /></td><td class="num opt">${fmtInt(u.request_count)}</td>
         <td><div class="actions"><button onClick=${() => setDialog({ kind: "topup", user: u })} aria-label=${`Top up ${u.username}`}>Top up</button>
           ${u.status === 1
             ? html`<button class="danger" onClick=${() => manage(u, "disable")} aria-label=${`Disable ${u.username}`}>Disable</button>`
@@ -151,10 +151,10 @@ export function Channels() {
   const setStatus = (c, status) => run(() => post(`/api/channel/${c.id}/status`, { status }), `Channel ${c.name} ${status === 1 ? "enabled" : "disabled"}.`);
   return html`<div class="page-head"><h2>Channels</h2><button class="primary" onClick=${() => setCreating(true)}>Create channel</button></div>
     <${Message} error=${msg.error || list.error} ok=${msg.ok} />
-    <div class="panel table-wrap"><table id="channels-table"><caption class="visually-hidden">Channels</caption>
+    <div class="panel table-wrap" aria-busy=${list.loading ? "true" : "false"}><table id="channels-table" class="rows"><caption class="visually-hidden">Channels</caption>
       <thead><tr><th>ID</th><th>Name</th><th>Status</th><th class="opt">Models</th><th class="opt">Group</th><th class="opt">Priority / weight</th><th class="opt">Last test</th><th class="num opt">Used</th><th>Actions</th></tr></thead>
       <tbody>${(list.data ? list.data.items : []).map((c) => html`<tr key=${c.id}>
-        <td>${c.id}</td><td>${c.name}<span class="sub">${c.base_url}</span></td><td><${Status} s=${c.status} names=${CHANNEL_STATUS} /></td>
+        <td data-label="ID">${c.id}</td><td data-label="Name">${c.name}<span class="sub">${c.base_url}</span></td><td data-label="Status"><${Status} s=${c.status} names=${CHANNEL_STATUS} /></td>
         <td class="opt">${c.models}</td><td class="opt">${c.group}</td><td class="opt">${c.priority} / ${c.weight}</td>
         <td class="opt">${c.test_time ? `${fmtTime(c.test_time)} (${c.response_time} ms)` : "never"}</td><td class="num opt"><${Quota} q=${c.used_quota} /></td>
         <td><div class="actions"><button onClick=${() => test(c)} aria-label=${`Test ${c.name}`}>Test</button>
@@ -177,12 +177,12 @@ export function QuotaView() {
         ${Object.entries(RATE_WINDOWS).map(([v, l]) => html`<option value=${v}>${l}</option>`)}</select></label></div>
     <p class="hint">Every user's tokens ordered by spend in the window; used and remaining are live from the quota ledger. Refreshes every 5 s.</p>
     <${Message} error=${rates.error} />
-    <div class="panel table-wrap"><table id="quota-table"><caption class="visually-hidden">Tokens by spend rate</caption>
+    <div class="panel table-wrap" aria-busy=${rates.loading ? "true" : "false"}><table id="quota-table" class="rows"><caption class="visually-hidden">Tokens by spend rate</caption>
       <thead><tr><th>Token</th><th>User</th><th>Status</th><th class="num">Spend / min</th><th class="num opt">Requests</th><th class="num">Used</th><th class="num">Remaining</th><th class="opt">Last used</th></tr></thead>
       <tbody>${items.map((t) => html`<tr key=${t.id}>
-        <td>${t.name}<span class="sub">#${t.id}</span></td><td>${t.username}</td><td><${Status} s=${t.status} /></td>
-        <td class="num"><${Quota} q=${Math.round(t.spend_per_minute)} /></td><td class="num opt">${fmtInt(t.requests)}</td>
-        <td class="num"><${Quota} q=${t.used_quota} /></td><td class="num">${t.unlimited_quota ? "Unlimited" : html`<${Quota} q=${t.remain_quota} />`}</td>
+        <td data-label="Token">${t.name}<span class="sub">#${t.id}</span></td><td data-label="User">${t.username}</td><td data-label="Status"><${Status} s=${t.status} /></td>
+        <td class="num" data-label="Spend / min"><${Quota} q=${Math.round(t.spend_per_minute * 100) / 100} /></td><td class="num opt">${fmtInt(t.requests)}</td>
+        <td class="num" data-label="Used"><${Quota} q=${t.used_quota} /></td><td class="num" data-label="Remaining">${t.unlimited_quota ? "Unlimited" : html`<${Quota} q=${t.remain_quota} />`}</td>
         <td class="opt">${fmtTime(t.accessed_time)}</td></tr>`)}</tbody></table>
       ${!rates.loading && items.length === 0 && html`<p>No token spent anything in this window.</p>`}</div>`;
 }

@@ -91,7 +91,7 @@ export function Register() {
             <span class="hint">8–20 characters.</span></label>
           <label>Repeat password<input name="password2" id="reg-password2" type="password" autocomplete="new-password" required /></label>
           <${Message} error=${error} />
-          <div><button class="primary" type="submit" id="register-submit">Create account</button> <a href="#/login">Back to sign in</a></div>
+          <div class="toolbar"><button class="primary" type="submit" id="register-submit">Create account</button> <a href="#/login">Back to sign in</a></div>
         </form>`}
   </div></main>`;
 }

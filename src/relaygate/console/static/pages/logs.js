@@ -77,12 +77,12 @@ export function Logs() {
       <div class="card"><div class="label">Requests / min</div><div class="value">${stat.data ? fmtInt(stat.data.rpm) : "…"}</div></div>
       <div class="card"><div class="label">Tokens / min</div><div class="value">${stat.data ? fmtInt(stat.data.tpm) : "…"}</div></div>
     </div>
-    <div class="panel table-wrap">
-      <table id="logs-table"><caption class="visually-hidden">Log entries</caption>
+    <div class="panel table-wrap" aria-busy=${list.loading ? "true" : "false"}>
+      <table id="logs-table" class="rows"><caption class="visually-hidden">Log entries</caption>
         <thead><tr><th>Time</th><th>Type</th><th>Token</th><th>Model</th><th class="num">Prompt</th><th class="num">Completion</th><th class="num">Quota</th><th class="opt">Duration</th><th class="opt">Details</th></tr></thead>
         <tbody>${items.map((l) => html`<tr key=${`${l.id}-${l.created_at}`}>
-          <td>${fmtTime(l.created_at)}</td><td>${LOG_TYPES[l.type] || l.type}</td><td>${l.token_name || "—"}</td><td>${l.model_name || "—"}</td>
-          <td class="num">${fmtInt(l.prompt_tokens)}</td><td class="num">${fmtInt(l.completion_tokens)}</td><td class="num"><${Quota} q=${l.quota} /></td>
+          <td data-label="Time">${fmtTime(l.created_at)}</td><td data-label="Type">${LOG_TYPES[l.type] || l.type}</td><td data-label="Token">${l.token_name || "—"}</td><td data-label="Model">${l.model_name || "—"}</td>
+          <td class="num" data-label="Prompt">${fmtInt(l.prompt_tokens)}</td><td class="num" data-label="Completion">${fmtInt(l.completion_tokens)}</td><td class="num" data-label="Quota"><${Quota} q=${l.quota} /></td>
           <td class="opt">${(l.use_time_ms / 1000).toFixed(2)} s</td><td class="opt">${l.content}</td></tr>`)}
         </tbody></table>
       ${!list.loading && items.length === 0 && html`<p>No log entries match these filters.</p>`}

@@ -10,19 +10,19 @@ function Profile({ me, onSaved }) {
     e.preventDefault();
     const f = new FormData(e.target);
     try {
-      await put("/api/user/self", { display_name: String(f.get("display_name")).trim(), email: String(f.get("email")).trim() });
+      await put("/api/user/self", { display_name: String(f.get("display_name")).trim() });
       setState({ ok: "Profile saved." });
       onSaved();
     } catch (error) {
       setState({ error });
     }
   };
-  return html`<form class="stack panel" onSubmit=${submit} id="profile-form"><h3>Profile</h3>
+  return html`<form class="stack panel narrow" onSubmit=${submit} id="profile-form"><h3>Profile</h3>
     <p>Username <strong>${me.username}</strong> · role ${ROLES[me.role] || me.role} · group <strong>${me.group}</strong></p>
-    <label>Display name<input name="display_name" value=${me.display_name} maxlength="20" /></label>
-    <label>Email<input name="email" type="email" value=${me.email} maxlength="50" autocomplete="email" /></label>
+    <label>Display name<input name="display_name" id="profile-display-name" value=${me.display_name} maxlength="20" /></label>
+    <p>Email <strong id="profile-email">${me.email || "none"}</strong> <span class="hint">(set by an administrator: relaygate sends no email, so it cannot verify a change made here)</span></p>
     <${Message} error=${state.error} ok=${state.ok} />
-    <div><button type="submit">Save profile</button></div></form>`;
+    <div><button type="submit" id="profile-save">Save profile</button></div></form>`;
 }
 
 function Password() {
@@ -40,12 +40,12 @@ function Password() {
       setState({ error });
     }
   };
-  return html`<form class="stack panel" onSubmit=${submit} id="password-form"><h3>Change password</h3>
-    <label>Current password<input name="original_password" type="password" autocomplete="current-password" /></label>
-    <label>New password<input name="password" type="password" autocomplete="new-password" required minlength="8" maxlength="20" /><span class="hint">8–20 characters.</span></label>
-    <label>Repeat new password<input name="password2" type="password" autocomplete="new-password" required /></label>
+  return html`<form class="stack panel narrow" onSubmit=${submit} id="password-form"><h3>Change password</h3>
+    <label>Current password<input name="original_password" id="pw-current" type="password" autocomplete="current-password" /></label>
+    <label>New password<input name="password" id="pw-new" type="password" autocomplete="new-password" required minlength="8" maxlength="20" /><span class="hint">8–20 characters.</span></label>
+    <label>Repeat new password<input name="password2" id="pw-repeat" type="password" autocomplete="new-password" required /></label>
     <${Message} error=${state.error} ok=${state.ok} />
-    <div><button type="submit">Change password</button></div></form>`;
+    <div><button type="submit" id="pw-save">Change password</button></div></form>`;
 }
 
 function AccessToken({ me }) {
@@ -59,7 +59,7 @@ function AccessToken({ me }) {
       setError(err);
     }
   };
-  return html`<section class="panel" aria-labelledby="sat-title"><h3 id="sat-title">Security settings · System access tokens</h3>
+  return html`<section class="panel narrow" aria-labelledby="sat-title"><h3 id="sat-title">Security settings · System access tokens</h3>
     <p>A system access token lets scripts call the management API as you: send it as <code>Authorization: Bearer …</code> with <code>New-Api-User: ${me.id}</code>.
       Generating a new one invalidates the previous one. For model calls (<code>/v1/…</code>) use an <code>sk-</code> token from Tokens instead.</p>
     <${Message} error=${error} />

@@ -47,11 +47,11 @@ function Chart({ logs }) {
 
 export function Activity({ rows, id = "activity" }) {
   if (!rows.length) return html`<p>No requests yet.</p>`;
-  return html`<div class="table-wrap"><table id=${id}>
+  return html`<div class="table-wrap"><table id=${id} class="rows">
     <thead><tr><th>Time</th><th>Model</th><th class="num">Prompt</th><th class="num">Completion</th><th class="num">Quota</th><th class="opt">Duration</th><th class="opt">IP</th></tr></thead>
     <tbody>${rows.map((l) => html`<tr key=${l.id}>
-      <td>${fmtTime(l.created_at)}</td><td>${l.model_name || "—"}</td><td class="num">${fmtInt(l.prompt_tokens)}</td>
-      <td class="num">${fmtInt(l.completion_tokens)}</td><td class="num"><${Quota} q=${l.quota} /></td>
+      <td data-label="Time">${fmtTime(l.created_at)}</td><td data-label="Model">${l.model_name || "—"}</td><td class="num" data-label="Prompt">${fmtInt(l.prompt_tokens)}</td>
+      <td class="num" data-label="Completion">${fmtInt(l.completion_tokens)}</td><td class="num" data-label="Quota"><${Quota} q=${l.quota} /></td>
       <td class="opt">${(l.use_time_ms / 1000).toFixed(2)} s${l.is_stream ? " (stream)" : ""}</td><td class="opt">${l.ip || "—"}</td></tr>`)}
     </tbody></table></div>`;
 }
@@ -63,7 +63,8 @@ function Snippets({ t }) {
   -H "Authorization: Bearer $RELAYGATE_KEY" \\
   -H "Content-Type: application/json" \\
   -d '{"model": "${model}", "messages": [{"role": "user", "content": "Hello"}]}'`;
-  const py = `from openai import OpenAI
+  const py = `import os
+from openai import OpenAI
 
 client = OpenAI(base_url="${base}/v1", api_key=os.environ["RELAYGATE_KEY"])
 reply = client.chat.completions.create(
@@ -72,7 +73,7 @@ reply = client.chat.completions.create(
 print(reply.choices[0].message.content)`;
   return html`<section class="panel" aria-labelledby="snip-title"><h3 id="snip-title">Use this token</h3>
     <p class="hint">Set <code>RELAYGATE_KEY</code> to the key shown when the token was created (<code>sk-…</code>); the full key cannot be shown again.</p>
-    <h4>curl</h4><pre id="snippet-curl">${curl}</pre><h4>OpenAI Python SDK</h4><pre id="snippet-python">import os\n${py}</pre></section>`;
+    <h4>curl</h4><pre id="snippet-curl">${curl}</pre><h4>OpenAI Python SDK</h4><pre id="snippet-python">${py}</pre></section>`;
 }
 
 export function TokenDetail({ id }) {

@@ -126,7 +126,7 @@ export function TokenForm({ id }) {
         <label class="check"><input type="checkbox" id="tf-unlimited" checked=${f.unlimited} onChange=${set("unlimited")} /> Unlimited (draws from your balance with no per-token cap)</label>
         ${!f.unlimited &&
         html`<label>Quota in credits<input id="tf-credits" inputmode="decimal" value=${f.credits} onInput=${set("credits")} aria-describedby="credits-hint credits-error" />
-          <span class="hint" id="credits-hint">200 credits = $1 = 500,000 quota. ${f.credits && Number.isFinite(Number(f.credits)) ? `= ${fmtInt(Math.round(Number(f.credits) * QUOTA_PER_CREDIT))} quota.` : ""}</span>${err("credits")}</label>`}
+          <span class="hint" id="credits-hint">200 credits = $1 = 500,000 quota. ${f.credits && Number.isFinite(Number(f.credits)) ? `This is ${fmtInt(Math.round(Number(f.credits) * QUOTA_PER_CREDIT))} quota.` : ""}</span>${err("credits")}</label>`}
         <label>Daily limit in credits<input id="tf-daily" inputmode="decimal" value=${f.daily} onInput=${set("daily")} placeholder="No daily limit" />${err("daily")}</label>
         <label>Monthly limit in credits<input id="tf-monthly" inputmode="decimal" value=${f.monthly} onInput=${set("monthly")} placeholder="No monthly limit" />${err("monthly")}</label>
       </fieldset>
@@ -143,7 +143,7 @@ export function TokenForm({ id }) {
           : html`<label>Model names, separated by commas<textarea id="tf-models-text" value=${f.modelsText} onInput=${set("modelsText")}></textarea>
               <span class="hint">The model list could not be loaded${models.error ? `: ${models.error.message}` : ""}.</span></label>`}
       </fieldset>
-      <label>IP allowlist<textarea id="tf-ips" value=${f.ips} onInput=${set("ips")} aria-describedby="ips-hint ips-error" placeholder="203.0.113.7&#10;10.0.0.0/8"></textarea>
+      <label>IP allowlist<textarea id="tf-ips" value=${f.ips} onInput=${set("ips")} aria-describedby="ips-hint ips-error" placeholder=${"203.0.113.7\n10.0.0.0/8"}></textarea>
         <span class="hint" id="ips-hint">One IP address or CIDR range per line; empty allows any IP.</span>${err("ips")}</label>
       <label>Group<input id="tf-group" value=${f.group} onInput=${set("group")} placeholder="Your account's group" />
         <span class="hint">Groups let your admin apply different pricing ratios; leave empty for your own group.</span></label>

@@ -71,8 +71,8 @@ export function Tokens() {
       <button type="button" class="danger" id="batch-delete" disabled=${selected.size === 0} onClick=${askBatch}>Delete selected (${selected.size})</button>
     </form>
     <${Message} error=${error || list.error} ok=${ok} />
-    <div class="panel table-wrap">
-      <table id="tokens-table">
+    <div class="panel table-wrap" aria-busy=${list.loading ? "true" : "false"}>
+      <table id="tokens-table" class="rows">
         <caption class="visually-hidden">Your tokens</caption>
         <thead><tr>
           <th><input type="checkbox" aria-label="Select all tokens on this page" checked=${allOn} onChange=${(e) => { const next = new Set(selected); items.forEach((t) => (e.target.checked ? next.add(t.id) : next.delete(t.id))); setSelected(next); }} /></th>
@@ -83,11 +83,11 @@ export function Tokens() {
           ${items.map(
             (t) => html`<tr key=${t.id} data-token-id=${t.id}>
               <td><input type="checkbox" aria-label=${`Select ${t.name}`} checked=${selected.has(t.id)} onChange=${(e) => pick(t.id, e.target.checked)} /></td>
-              <td><a href=${`#/tokens/${t.id}`}>${t.name}</a></td>
-              <td><${Status} s=${t.status} /></td>
+              <td data-label="Name"><a href=${`#/tokens/${t.id}`}>${t.name}</a></td>
+              <td data-label="Status"><${Status} s=${t.status} /></td>
               <td class="opt mono">${t.key}</td>
-              <td class="num"><${Quota} q=${t.used_quota} /></td>
-              <td class="num">${t.unlimited_quota ? "Unlimited" : html`<${Quota} q=${t.remain_quota} />`}</td>
+              <td class="num" data-label="Used"><${Quota} q=${t.used_quota} /></td>
+              <td class="num" data-label="Remaining">${t.unlimited_quota ? "Unlimited" : html`<${Quota} q=${t.remain_quota} />`}</td>
               <td class="opt">${fmtExpiry(t.expired_time)}</td>
               <td class="opt"><${Limits} t=${t} /></td>
               <td class="opt">${t.group || "(your group)"}</td>
