@@ -86,7 +86,7 @@ class Settings:
     upstream_ca_file: str = ""
     # The upstream HTTP client: "aiohttp" (aiohttp's ClientSession) or "fast" (relaygate's
     # pooled httptools client, relaygate.upstream_client.h1); same TLS, SSRF guard, timeouts.
-    upstream_client: str = "aiohttp"
+    upstream_client: str = "fast"
     # Deadline of every Redis call (seconds): past it the relay answers 503 ledger_unavailable
     # rather than wait, and a settle is kept and replayed (see relaygate.settles).
     redis_timeout: float = 2.0
