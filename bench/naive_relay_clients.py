@@ -4,12 +4,15 @@ Why: issue 16 asks which upstream client costs least per request. The server sid
 *identical* to bench/naive_relay.py (aiohttp web + uvloop, same handler shape, same answer
 headers, no accounting); only the upstream side changes:
 
-* ``--client httptools`` — bench/h1client.py, a minimal pooled HTTP/1.1 client on an
-  asyncio Protocol with httptools' C parser (llhttp);
+* ``--client fast`` — relaygate's own upstream client (relaygate.upstream_client.h1, what
+  ``RELAYGATE_UPSTREAM_CLIENT=fast`` runs), imported from the installed package: the naive
+  pass-through "on the same client" that issue 16 compares relaygate with;
+* ``--client httptools`` — bench/h1client.py, the measurement prototype that client grew
+  from (plain http, no timeouts);
 * ``--client pyreqwest`` — pyreqwest (Rust reqwest/hyper, its own tokio runtime);
 * ``--client aiosonic`` — aiosonic (pure-Python asyncio client).
 
-    python bench/naive_relay_clients.py --client httptools --port 3101 --upstream http://127.0.0.1:8000
+    python bench/naive_relay_clients.py --client fast --port 3101 --upstream http://127.0.0.1:8000
 
 pyreqwest and aiosonic are not relaygate dependencies: run this with an interpreter that
 has them (bench/ab.py's ``BENCH_AB_CLIENTS_PYTHON``).
@@ -84,6 +87,49 @@ def httptools_app(url: str) -> tuple[Handler, Callable[[], Awaitable[None]]]:
     return chat, pool.close
 
 
+def fast_app(url: str) -> tuple[Handler, Callable[[], Awaitable[None]]]:
+    from relaygate.upstream_client import ERRORS, h1
+
+    pools: list[h1.Pool] = []  # made on the running loop, at the first request
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        if not pools:
+            pools.append(h1.Pool())  # relaygate's defaults: 10 s connect, 600 s read timeout
+        body = await request.read()
+        try:
+            up = await pools[0].post(url, data=body, headers=_headers(request))
+        except ERRORS:
+            return _bad_gateway()
+        try:
+            ctype = up.headers.get("Content-Type", "application/json")
+            if up.status != 200 or not is_stream(body):
+                data = await up.read()
+                return web.Response(status=up.status, body=data, headers={"Content-Type": ctype})
+            resp = web.StreamResponse(
+                status=up.status, headers={"Content-Type": ctype, "Cache-Control": "no-cache"}
+            )
+            await resp.prepare(request)
+            try:
+                async for chunk in up.iter_any():
+                    await resp.write(chunk)
+            except ERRORS:
+                if request.transport is not None:
+                    request.transport.close()
+                return resp
+            await resp.write_eof()
+            return resp
+        except ERRORS:
+            return _bad_gateway()
+        finally:
+            up.release()
+
+    async def close() -> None:
+        for pool in pools:
+            await pool.close()
+
+    return chat, close
+
+
 def pyreqwest_app(url: str) -> tuple[Handler, Callable[[], Awaitable[None]]]:
     from pyreqwest.client import ClientBuilder
 
@@ -153,7 +199,12 @@ def aiosonic_app(url: str) -> tuple[Handler, Callable[[], Awaitable[None]]]:
     return chat, close
 
 
-CLIENTS = {"httptools": httptools_app, "pyreqwest": pyreqwest_app, "aiosonic": aiosonic_app}
+CLIENTS = {
+    "fast": fast_app,
+    "httptools": httptools_app,
+    "pyreqwest": pyreqwest_app,
+    "aiosonic": aiosonic_app,
+}
 
 
 def build_app(client: str, upstream: str) -> web.Application:

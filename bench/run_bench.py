@@ -7,6 +7,9 @@ What runs (all on this machine, stopped by pid at the end):
     write each, no delay) and ``stream-chunked-delay`` (BENCH_SSE_DELAY_MS apart) modes,
     which run the streaming path proper;
   * bench/naive_relay.py (the Python ceiling), pinned to CPU 1 — one instance per mode;
+  * bench/naive_relay_clients.py --client fast: the same naive pass-through on relaygate's
+    own fast upstream client (relaygate.upstream_client.h1), pinned to CPU 1 — one per
+    mode, so relaygate is also compared with a pass-through on the client it ships;
   * relaygate, one process pinned to CPU 1 (`taskset -c 1 relaygate serve`), and
     `relaygate serve --workers 2` unpinned; both with full accounting (reserve + settle
     EVALSHA per request) against their own database and Redis prefix, seeded through the
@@ -34,6 +37,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common as c
 
+from relaygate.config import Settings
+
 DURATION = float(os.environ.get("BENCH_DURATION", "10"))
 REPS = int(os.environ.get("BENCH_REPS", "3"))
 CONNS = int(os.environ.get("BENCH_CONNS", "64"))
@@ -43,6 +48,8 @@ SKIP_W2 = os.environ.get("BENCH_SKIP_WORKERS2") == "1"
 PATH = "/v1/chat/completions"
 LOADGEN_CPU = "0"
 RELAY_CPU = "1" if c.NCPU > 1 else "0"
+# What relaygate's processes run (relay_env passes the variable on); the default is config's.
+UPSTREAM_CLIENT = os.environ.get("RELAYGATE_UPSTREAM_CLIENT") or Settings().upstream_client
 MODES = os.environ.get(
     "BENCH_MODES", "non-stream,stream,stream-chunked,stream-chunked-delay"
 ).split(",")
@@ -108,6 +115,7 @@ def main() -> None:
                 ).start()
                 procs.append(worker)
                 naive: dict[str, c.Proc] = {}
+                naive_fast: dict[str, c.Proc] = {}
                 for mode in MODES:
                     port = c.free_port()
                     p = c.Proc(
@@ -127,6 +135,13 @@ def main() -> None:
                     p.port = port  # type: ignore[attr-defined]
                     procs.append(p)
                     naive[mode] = p
+                    port = c.free_port()
+                    args = [sys.executable, str(c.BENCH / "naive_relay_clients.py")]
+                    args += ["--client", "fast", "--port", str(port), "--upstream", upstream[mode]]
+                    p = c.Proc(f"naivefast-{mode}", c.pinned(RELAY_CPU, args)).start()
+                    p.port = port  # type: ignore[attr-defined]
+                    procs.append(p)
+                    naive_fast[mode] = p
                 rport = c.free_port()
                 relay1 = c.Proc(
                     "relay-pinned",
@@ -143,7 +158,7 @@ def main() -> None:
                         c.relay_env(),
                     ).start()
                     procs.append(relay2)
-                for p in naive.values():
+                for p in (*naive.values(), *naive_fast.values()):
                     c.wait_http(f"http://127.0.0.1:{p.port}/", p)  # type: ignore[attr-defined]
                 c.wait_http(f"http://127.0.0.1:{rport}/healthz", relay1)
                 if relay2 is not None:
@@ -157,6 +172,11 @@ def main() -> None:
                         naive[mode],
                         mode,
                     )  # type: ignore[attr-defined]
+                    targets[f"naivefast|{mode}"] = (
+                        f"http://127.0.0.1:{naive_fast[mode].port}{PATH}",  # type: ignore[attr-defined]
+                        naive_fast[mode],
+                        mode,
+                    )
                     targets[f"relay1|{mode}"] = (f"http://127.0.0.1:{rport}{PATH}", relay1, mode)
                     if relay2 is not None:
                         targets[f"relay2|{mode}"] = (
@@ -299,11 +319,15 @@ def print_table(out: dict[str, Any]) -> None:
         f"relaygate benchmark — {out['machine']['cpus']} CPUs, wrk -c{CONNS}, {DURATION:g} s runs, "
         f"median of {REPS}; nginx mock; loadgen+mock+flusher on CPU {LOADGEN_CPU}",
         "",
-        "| relay | mode | req/s | p50 ms | p99 ms | relay CPU µs/req | ratio to naive |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        f"relaygate's upstream client: {UPSTREAM_CLIENT} (RELAYGATE_UPSTREAM_CLIENT)",
+        "",
+        "| relay | mode | req/s | p50 ms | p99 ms | relay CPU µs/req | ratio to naive aiohttp "
+        "| ratio to naive on the fast client |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     labels = {
         "naive": "naive aiohttp pass-through, 1 proc pinned",
+        "naivefast": "naive pass-through on relaygate's fast client, 1 proc pinned",
         "relay1": "relaygate, full accounting, 1 proc pinned",
         "relay2": "relaygate, full accounting, --workers 2 unpinned",
     }
@@ -311,21 +335,23 @@ def print_table(out: dict[str, Any]) -> None:
         d = direct.get(mode)
         if d:
             lines.append(
-                f"| direct to the mock ({'nginx' if mode in ('non-stream', 'stream') else 'sse_mock.py'}) | {mode} | {c.fmt(d['rps'])} | {d['p50_ms']:.2f} | {d['p99_ms']:.2f} | {c.fmt(d['cpu_us'])} (mock) | - |"
+                f"| direct to the mock ({'nginx' if mode in ('non-stream', 'stream') else 'sse_mock.py'}) | {mode} | {c.fmt(d['rps'])} | {d['p50_ms']:.2f} | {d['p99_ms']:.2f} | {c.fmt(d['cpu_us'])} (mock) | - | - |"
             )
         base = load.get(f"naive|{mode}", {}).get("rps")
+        base_fast = load.get(f"naivefast|{mode}", {}).get("rps")
         one = load.get(f"relay1|{mode}", {}).get("rps")
-        for kind in ("naive", "relay1", "relay2"):
+        for kind in ("naive", "naivefast", "relay1", "relay2"):
             row = load.get(f"{kind}|{mode}")
             if not row:
                 continue
             ratio = f"{row['rps'] / base:.2f}" if base else "-"
             if kind == "relay2" and one:
                 ratio += f" ({row['rps'] / one:.2f}x one process)"
+            ratio_fast = f"{row['rps'] / base_fast:.2f}" if base_fast else "-"
             err = f" ({row['errors']} errors)" if row["errors"] else ""
             lines.append(
                 f"| {labels[kind]} | {mode} | {c.fmt(row['rps'])}{err} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} "
-                f"| {c.fmt(row['cpu_us'])} | {ratio} |"
+                f"| {c.fmt(row['cpu_us'])} | {ratio} | {ratio_fast} |"
             )
     parts = ("relay", "redis", "postgres", "flusher", "nginx")
     rows = [(k, v) for k, v in load.items() if v.get("cpu_by")]

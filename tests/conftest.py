@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from relaygate.accounts import Accounts
 from relaygate.admin import ROLE_ROOT, Admin
 from relaygate.app import init_app
-from relaygate.config import Settings
+from relaygate.config import Settings, from_env
 from relaygate.dev.mock import MockConfig, build_app
 from relaygate.keys import KeyScheme
 from relaygate.ledger import Scripts
@@ -34,6 +34,9 @@ from tests.prodserver import CancellingServer, ProductionServer
 REDIS_URL = os.environ.get("RELAYGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PG_URL = os.environ.get("RELAYGATE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 TABLES = "logs, tokens, users, channels, options"
+UPSTREAM_CLIENT = from_env(
+    {k: v for k, v in os.environ.items() if k == "RELAYGATE_UPSTREAM_CLIENT"}
+).upstream_client
 
 
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
@@ -90,6 +93,9 @@ async def settings(database_url: str) -> AsyncIterator[Settings]:
         flush_claim_idle_ms=1000,
         # The mock upstreams listen on 127.0.0.1 (relaygate.upstreams refuses it by default).
         allow_loopback_upstreams=True,
+        # `RELAYGATE_UPSTREAM_CLIENT=fast make test` runs the whole suite on the fast client
+        # (e2e processes inherit the variable).
+        upstream_client=UPSTREAM_CLIENT,
     )
     yield s
     redis = Redis.from_url(REDIS_URL)

@@ -9,11 +9,10 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from relaygate import health, metrics, upstreams
+from relaygate import health, metrics, upstream_client
 from relaygate.accounts import Accounts
 from relaygate.appkeys import DRAINING, RUNTIME, SETTINGS
 from relaygate.config import Settings
@@ -92,20 +91,9 @@ async def build_runtime(settings: Settings) -> Runtime:
         scripts = Scripts.load()
         await scripts.preload(redis)
         keys = KeyScheme(settings.key_prefix, settings.shards)
-        http = aiohttp.ClientSession(
-            # TLS verified, and every address checked as it is connected (SSRF guard).
-            connector=upstreams.connector(settings),
-            # A read timeout, not a total one: a total timeout arms a timer per request, and a
-            # long stream that keeps producing is legitimate. Exactness does not depend on it
-            # (a reservation reaped under a very long request is charged from zero at settle).
-            timeout=aiohttp.ClientTimeout(
-                total=None,
-                sock_connect=settings.upstream_connect_timeout,
-                sock_read=settings.upstream_timeout,
-            ),
-            skip_auto_headers=("User-Agent",),
-            auto_decompress=False,
-        )
+        # TLS verified, every address checked as it is connected (SSRF guard), connect and
+        # read timeouts: relaygate.upstream_client, whichever RELAYGATE_UPSTREAM_CLIENT says.
+        http = upstream_client.build(settings)
         rt = Runtime(
             settings=settings,
             keys=keys,

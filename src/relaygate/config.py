@@ -84,6 +84,9 @@ class Settings:
     # Verify upstream TLS certificates; an extra CA bundle (PEM) trusted on top of the system's.
     upstream_tls_verify: bool = True
     upstream_ca_file: str = ""
+    # The upstream HTTP client: "aiohttp" (aiohttp's ClientSession) or "fast" (relaygate's
+    # pooled httptools client, relaygate.upstream_client.h1); same TLS, SSRF guard, timeouts.
+    upstream_client: str = "fast"
     # Deadline of every Redis call (seconds): past it the relay answers 503 ledger_unavailable
     # rather than wait, and a settle is kept and replayed (see relaygate.settles).
     redis_timeout: float = 2.0
@@ -307,6 +310,16 @@ def _parse_log_format(name: str, raw: str) -> str:
     return low
 
 
+UPSTREAM_CLIENTS = ("aiohttp", "fast")
+
+
+def _parse_upstream_client(name: str, raw: str) -> str:
+    low = raw.strip().lower()
+    if low not in UPSTREAM_CLIENTS:
+        raise ConfigError(f"{name}: expected one of {', '.join(UPSTREAM_CLIENTS)}, got {raw!r}")
+    return low
+
+
 def _parse_prefix(name: str, raw: str) -> str:
     value = raw.strip()
     if not value or any(c in value for c in "{} \t\n"):
@@ -350,6 +363,7 @@ FIELDS: dict[str, tuple[str, Parser]] = {
     "allow_loopback_upstreams": ("RELAYGATE_ALLOW_LOOPBACK_UPSTREAMS", _parse_bool),
     "upstream_tls_verify": ("RELAYGATE_UPSTREAM_TLS_VERIFY", _parse_bool),
     "upstream_ca_file": ("RELAYGATE_UPSTREAM_CA_FILE", _parse_ca_file),
+    "upstream_client": ("RELAYGATE_UPSTREAM_CLIENT", _parse_upstream_client),
     "redis_timeout": ("RELAYGATE_REDIS_TIMEOUT", _parse_positive_float),
     "header_timeout": ("RELAYGATE_HEADER_TIMEOUT", _parse_positive_float),
     "keepalive_timeout": ("RELAYGATE_KEEPALIVE_TIMEOUT", _parse_positive_float),

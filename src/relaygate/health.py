@@ -12,18 +12,19 @@ request: the hot path keeps zero PostgreSQL round trips.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import orjson
 
 from relaygate.channels import TYPE_ANTHROPIC, TYPE_AZURE, TYPE_GEMINI, Channel, channel_from_row
 from relaygate.keys import msg_channel
 from relaygate.relay import azure, dialects
 from relaygate.runtime import Runtime
+from relaygate.upstream_client import ERRORS as UPSTREAM_ERRORS
 from relaygate.upstreams import refusal_of
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,7 @@ async def enable_after_test(rt: Runtime, channel_id: int, force: bool = False) -
     return True
 
 
-TEST_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=10)
+TEST_SECONDS = 30  # the whole test call (connecting: RELAYGATE_UPSTREAM_CONNECT_TIMEOUT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,12 +149,14 @@ async def run_test(rt: Runtime, channel: Channel, model: str) -> TestResult:
     url, payload, headers = test_call(channel, model)
     started = time.perf_counter()
     try:
-        async with rt.http.post(
-            url, data=orjson.dumps(payload), headers=headers, timeout=TEST_TIMEOUT
-        ) as resp:
-            body = await resp.read()
+        async with asyncio.timeout(TEST_SECONDS):
+            resp = await rt.http.post(url, data=orjson.dumps(payload), headers=headers)
+            try:
+                body = await resp.read()
+            finally:
+                resp.release()
             status = resp.status
-    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+    except UPSTREAM_ERRORS as exc:
         reason = refusal_of(exc) or type(exc).__name__  # names an address, never the key
         return TestResult(reason, time.perf_counter() - started, False)
     elapsed = time.perf_counter() - started

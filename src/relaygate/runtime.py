@@ -15,7 +15,6 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-import aiohttp
 import asyncpg
 from redis.asyncio import Redis
 
@@ -33,6 +32,7 @@ from relaygate.sessions import LoginLimiter, SessionStore
 from relaygate.settles import Journal, SettleKeeper
 from relaygate.tally import Tally
 from relaygate.tokenload import TokenLoader
+from relaygate.upstream_client import UpstreamClient
 
 
 def new_instance_id() -> str:
@@ -50,7 +50,7 @@ class Runtime:
     hot: Pipeline  # the hot path's auto-pipelined connection
     scripts: Scripts
     accounts: Accounts
-    http: aiohttp.ClientSession
+    http: UpstreamClient  # RELAYGATE_UPSTREAM_CLIENT's (relaygate.upstream_client)
     instance: str = field(default_factory=new_instance_id)
     started_at: float = field(default_factory=time.time)
     tally: Tally = field(default_factory=Tally)  # ledger/upstream figures for /metrics

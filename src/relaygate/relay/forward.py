@@ -23,6 +23,8 @@ from relaygate.relay.request import Endpoint, Job, UpstreamBody, estimate_tokens
 from relaygate.relay.sse import SSEUsageFilter
 from relaygate.runtime import Runtime
 from relaygate.tally import OVERHEAD_BUCKETS, UPSTREAM_BUCKETS
+from relaygate.upstream_client import ERRORS as UPSTREAM_ERRORS
+from relaygate.upstream_client import UpstreamResponse
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +91,7 @@ async def forward(
         t_up = time.perf_counter()
         try:
             up = await rt.http.post(url, data=payload, headers=headers)
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        except UPSTREAM_ERRORS as exc:
             _upstream_failed(rt, channel, "unreachable")
             _log_unreachable(channel, exc)
             continue
@@ -101,7 +103,7 @@ async def forward(
                 # (and passed on) like any body: it delivered the answer.
                 try:
                     data = await up.read()
-                except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                except UPSTREAM_ERRORS as exc:
                     log.warning("channel %d failed mid-answer (%s)", channel.id, type(exc).__name__)
                     continue  # nothing reached the client yet: the next channel may answer
                 if up.status >= 400:
@@ -162,7 +164,7 @@ def _upstream_failed(rt: Runtime, channel: Channel, kind: str) -> None:
     rt.tally.mark("upstream_failed", time.time(), (str(channel.id),))
 
 
-def _is_event_stream(up: aiohttp.ClientResponse) -> bool:
+def _is_event_stream(up: UpstreamResponse) -> bool:
     kind = up.headers.get("Content-Type", "text/event-stream").lower()
     return "text/event-stream" in kind or "ndjson" in kind
 
@@ -182,7 +184,7 @@ async def _non_stream(
     rt: Runtime,
     job: Job,
     channel: Channel,
-    up: aiohttp.ClientResponse,
+    up: UpstreamResponse,
     data: bytes,
     t_up: float,
 ) -> tuple[web.StreamResponse, bool]:
@@ -266,7 +268,7 @@ async def _whole_stream(
     rt: Runtime,
     job: Job,
     channel: Channel,
-    up: aiohttp.ClientResponse,
+    up: UpstreamResponse,
     sse: SSEUsageFilter,
     headers: dict[str, str],
 ) -> tuple[web.StreamResponse, bool]:
@@ -318,7 +320,7 @@ async def _stream(
     rt: Runtime,
     job: Job,
     channel: Channel,
-    up: aiohttp.ClientResponse,
+    up: UpstreamResponse,
     inject_usage: bool,
     t_up: float,
     dialect: str,
@@ -331,7 +333,7 @@ async def _stream(
         "Cache-Control": "no-cache",
     }
     sse = SSEUsageFilter(strip_usage_chunk=inject_usage, dialect=dialect)
-    if up.content.is_eof():
+    if up.is_eof():
         return await _whole_stream(request, rt, job, channel, up, sse, headers)
     resp = web.StreamResponse(status=200, headers=headers)
     await resp.prepare(request)
@@ -342,7 +344,7 @@ async def _stream(
     client_gone = False
     cancelled = False
     try:
-        async for chunk in up.content.iter_any():
+        async for chunk in up.iter_any():
             out = sse.feed(chunk)
             if not out:
                 continue
@@ -359,7 +361,7 @@ async def _stream(
     except asyncio.CancelledError:
         # aiohttp cancels the handler when the client hangs up: bill what was delivered.
         client_gone = cancelled = True
-    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+    except UPSTREAM_ERRORS as exc:
         log.warning("channel %d failed mid-stream (%s)", channel.id, type(exc).__name__)
 
     async def finish() -> None:

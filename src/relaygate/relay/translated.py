@@ -21,6 +21,8 @@ from relaygate.relay.errors import RelayError
 from relaygate.relay.request import Job, estimate_tokens
 from relaygate.runtime import Runtime
 from relaygate.translate.common import Usage
+from relaygate.upstream_client import ERRORS as UPSTREAM_ERRORS
+from relaygate.upstream_client import UpstreamResponse
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +91,7 @@ async def stream(
     job: Job,
     channel: Channel,
     plan: translate.Plan,
-    up: aiohttp.ClientResponse,
+    up: UpstreamResponse,
     model: str,
     include_usage: bool,
     t_up: float,
@@ -105,7 +107,7 @@ async def stream(
     client_gone = cancelled = False
     tail = b""
     try:
-        async for data in up.content.iter_any():
+        async for data in up.iter_any():
             out = tr.feed(data)
             if not out:
                 continue
@@ -118,7 +120,7 @@ async def stream(
         client_gone = cancelled = True
     except translate.SafetyBlock as exc:
         tail = _stream_error(plan.caller, str(exc))
-    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+    except UPSTREAM_ERRORS as exc:
         log.warning("channel %d failed mid-stream (%s)", channel.id, type(exc).__name__)
     if tr.done and not client_gone:
         tail = tr.end()
