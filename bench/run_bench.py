@@ -290,6 +290,9 @@ def scaling(load: dict[str, Any]) -> dict[str, dict[str, float]]:
         if not one or not two or not one.get("cpu_us") or not two.get("cpu_by"):
             continue
         machine2 = two["cpu_by"].get("machine") or 0.0
+        # wrk, the kernel and whatever is not ours: ~15 µs/request on a machine running
+        # the benchmark alone; far more means other work shared the cores.
+        rest2 = machine2 - sum(v for k, v in two["cpu_by"].items() if k != "machine")
         machine1 = (one.get("cpu_by") or {}).get("machine") or 0.0
         ceiling2 = c.NCPU * 1e6 / machine2 if machine2 else 0.0
         ceiling1 = c.NCPU * 1e6 / machine1 if machine1 else 0.0
@@ -305,6 +308,7 @@ def scaling(load: dict[str, Any]) -> dict[str, dict[str, float]]:
             "ceiling2_rps": ceiling2,
             "relay1_share": one["rps"] / ceiling1 if ceiling1 else 0.0,
             "relay2_share": two["rps"] / ceiling2 if ceiling2 else 0.0,
+            "rest2_us": rest2,
         }
     return out
 
@@ -413,6 +417,13 @@ def print_table(out: dict[str, Any]) -> None:
                 f"| **{v['cpu_ratio']:.2f}** | {v['machine1_us']:.0f} / {v['machine2_us']:.0f} "
                 f"| {v['ceiling2_rps']:,.0f} | {v['relay1_rps']:,.0f} / {v['relay2_rps']:,.0f} "
                 f"| {v['relay1_share']:.2f} / **{v['relay2_share']:.2f}** |"
+            )
+        busy = [m for m, v in sc.items() if v["rest2_us"] > v["relay2_cpu_us"]]
+        if busy:
+            lines.append(
+                f"\nWARNING ({', '.join(busy)}): processes outside the benchmark took more CPU "
+                "per request than the relays, so the machine was shared: the ceiling and the "
+                "share are not meaningful in this run (the share is ~1.0 on a saturated machine)."
             )
     c1 = out.get("c1", {})
     if c1:
