@@ -23,6 +23,11 @@ Extra naive pass-throughs on other upstream clients (bench/naive_relay_clients.p
 (default: this interpreter) since pyreqwest/aiosonic are not relaygate dependencies. The
 ``cpu x`` column is the naive aiohttp relay's CPU µs/request divided by the target's (>1:
 cheaper than the naive aiohttp pass-through), median over the repetitions.
+
+Latency at concurrency 1 (issue 16 Done-when 2): ``BENCH_CONNS=1`` runs wrk -t1 -c1 and, in
+every repetition, the mock directly too (``direct|MODE``), so the ``added p50``/``added p99``
+columns (target minus direct in the same repetition, median over repetitions) compare
+variants on the c=1 path of run_bench.py, interleaved. Also with ``BENCH_AB_DIRECT=1``.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ MODES = os.environ.get(
 ).split(",")
 NAIVE_CLIENTS = [x for x in os.environ.get("BENCH_AB_NAIVE", "").split(",") if x]
 CLIENTS_PYTHON = os.environ.get("BENCH_AB_CLIENTS_PYTHON", sys.executable)
+DIRECT = CONNS == 1 or os.environ.get("BENCH_AB_DIRECT") == "1"
 
 
 def serve_args(src: str, port: int) -> list[str]:
@@ -139,10 +145,27 @@ def main() -> None:
                 ratio: dict[str, list[float]] = {k: [] for k in targets}
                 sys_share: dict[str, list[float]] = {k: [] for k in targets}
                 cpu_x: dict[str, list[float]] = {k: [] for k in targets}
+                p50: dict[str, list[float]] = {k: [] for k in targets}
+                p99: dict[str, list[float]] = {k: [] for k in targets}
+                added50: dict[str, list[float]] = {k: [] for k in targets}
+                added99: dict[str, list[float]] = {k: [] for k in targets}
                 for rep in range(REPS):
                     for mode in MODES:
                         naive_rps = None
                         naive_cpu = None
+                        direct = None
+                        if DIRECT:
+                            direct = c.run_wrk(
+                                upstream[mode] + PATH,
+                                bodies[mode],
+                                ["x"],
+                                connections=CONNS,
+                                duration=DURATION,
+                            )
+                            c.log(
+                                f"rep {rep + 1} direct|{mode:23s} p50 {direct.p50_ms:.3f} "
+                                f"p99 {direct.p99_ms:.3f} ms"
+                            )
                         for name, (url, p) in targets.items():
                             if not name.endswith("|" + mode):
                                 continue
@@ -161,6 +184,11 @@ def main() -> None:
                                 c.log(f"WARNING: {name}: {r.errors} errors of {r.requests}")
                             cpu[name].append(r.cpu_us_per_req or 0.0)
                             rps[name].append(r.rps)
+                            p50[name].append(r.p50_ms)
+                            p99[name].append(r.p99_ms)
+                            if direct is not None:
+                                added50[name].append(r.p50_ms - direct.p50_ms)
+                                added99[name].append(r.p99_ms - direct.p99_ms)
                             if name.startswith("naive|"):
                                 naive_rps = r.rps
                                 naive_cpu = r.cpu_us_per_req
@@ -170,6 +198,7 @@ def main() -> None:
                                 cpu_x[name].append(naive_cpu / r.cpu_us_per_req)
                             c.log(
                                 f"rep {rep + 1} {name:30s} {r.rps:8,.0f} req/s cpu {c.fmt(r.cpu_us_per_req)} us/req"
+                                f" p50 {r.p50_ms:.3f} p99 {r.p99_ms:.3f} ms"
                             )
                         time.sleep(0.2)
                 print(
@@ -179,7 +208,8 @@ def main() -> None:
                     print(f"  v{i} = {src}")
                 print(
                     f"{'target':30s} {'req/s':>8s} {'cpu us/req':>11s} {'ratio':>6s} "
-                    f"{'cpu x':>6s} {'sys%':>5s}"
+                    f"{'cpu x':>6s} {'sys%':>5s} {'p50 ms':>7s} {'p99 ms':>7s}"
+                    + (f" {'added p50':>9s} {'added p99':>9s}" if DIRECT else "")
                 )
                 for name in targets:
                     r_med = statistics.median(ratio[name]) if ratio[name] else 1.0
@@ -187,7 +217,14 @@ def main() -> None:
                     print(
                         f"{name:30s} {statistics.median(rps[name]):8,.0f} "
                         f"{statistics.median(cpu[name]):11.0f} {r_med:6.2f} {x_med:6.2f} "
-                        f"{100 * statistics.median(sys_share[name]):5.0f}"
+                        f"{100 * statistics.median(sys_share[name]):5.0f} "
+                        f"{statistics.median(p50[name]):7.3f} {statistics.median(p99[name]):7.3f}"
+                        + (
+                            f" {statistics.median(added50[name]):9.3f} "
+                            f"{statistics.median(added99[name]):9.3f}"
+                            if DIRECT and added50[name]
+                            else ""
+                        )
                     )
             finally:
                 for p in reversed(procs):

@@ -87,9 +87,13 @@ class _PipeProtocol(asyncio.Protocol):
         self.sent_at: deque[float] = deque()  # loop time of each pending command, in order
         self.stalled: str | None = None  # why the watchdog dropped this connection
         self._buf: list[bytes] = []
+        self._buffered = 0  # commands in _buf (the rest of ``pending`` is on the socket)
         self._flush_scheduled = False
         # Resolved when this tick's buffer has been handed to the socket (see ``written``).
         self._written: asyncio.Future[None] | None = None
+        # What ``written`` returns when nothing is buffered: already on the socket.
+        self._on_socket: asyncio.Future[None] = loop.create_future()
+        self._on_socket.set_result(None)
         self.transport: asyncio.Transport | None = None
         self.lost: asyncio.Future[None] = loop.create_future()
         # Called synchronously from connection_lost so the owner stops routing
@@ -102,6 +106,7 @@ class _PipeProtocol(asyncio.Protocol):
             raise ConnectionError("redis connection lost")
         fut: asyncio.Future[Any] = self._loop.create_future()
         self._buf.extend(packed)
+        self._buffered += 1
         self.pending.append(fut)
         self.sent_at.append(self._loop.time())
         if not self._flush_scheduled:
@@ -111,7 +116,20 @@ class _PipeProtocol(asyncio.Protocol):
 
     def written(self) -> asyncio.Future[None]:
         """A future resolved once everything queued so far is written to the socket (or the
-        socket is gone): at the flush that ends this loop tick, shared by all its callers."""
+        socket is gone): at the flush that ends this loop tick, shared by all its callers.
+
+        When no reply is outstanding (every pending command is still in the buffer: a quiet
+        connection, e.g. one request at a time), the buffer is written now and the future
+        returned is already resolved. Why: the caller (the relay, before it answers) would
+        otherwise wait for the end of the loop pass and then for its own wake-up, two loop
+        iterations on the request's path, to save a write syscall that nothing else shares.
+        Under load replies are outstanding, so the tick's single write stays shared.
+        """
+        if not self._buf:
+            return self._on_socket
+        if self._buffered == len(self.pending):
+            self._flush()
+            return self._on_socket
         if self._written is None:
             self._written = self._loop.create_future()
             if not self._flush_scheduled:
@@ -124,6 +142,7 @@ class _PipeProtocol(asyncio.Protocol):
         buf = self._buf
         if buf and self.transport is not None:
             self._buf = []
+            self._buffered = 0
             self.transport.write(buf[0] if len(buf) == 1 else b"".join(buf))
         self._release_writers()
 
@@ -179,6 +198,7 @@ class _PipeProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         self._buf = []
+        self._buffered = 0
         self._release_writers()
         pending, self.pending = self.pending, deque()
         self.sent_at = deque()

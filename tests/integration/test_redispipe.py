@@ -92,6 +92,38 @@ async def test_send_resolves_written_once_the_tick_is_flushed(
     assert await admin.lrange(key, 0, -1) == [b"ours-0", b"ours-1", b"ours-2", b"theirs"]
 
 
+async def test_written_on_a_quiet_connection_is_written_at_once(
+    pipe: PipelinedRedis, admin: aioredis.Redis, prefix: str
+) -> None:
+    """No reply outstanding: ``written`` writes the buffer now and is already resolved, so
+    the relay answers in the same loop pass as its settle. Still "on the socket" first."""
+    key = f"{prefix}quiet"
+    reply = pipe.send("RPUSH", key, "ours")
+    written = pipe.written()
+    assert written.done()
+    await admin.rpush(key, "theirs")
+    assert reply is not None and await reply == 1
+    assert await admin.lrange(key, 0, -1) == [b"ours", b"theirs"]
+
+
+async def test_written_is_shared_while_replies_are_outstanding(
+    pipe: PipelinedRedis, prefix: str
+) -> None:
+    """A reply outstanding (a busy connection): the tick's one write is shared, not one write
+    per caller."""
+    first = pipe.send("ECHO", "first")
+    await asyncio.sleep(
+        0
+    )  # the tick's flush writes it; its reply is read no earlier than next pass
+    second = pipe.send("ECHO", "second")
+    written = pipe.written()
+    assert not written.done()
+    assert pipe.written() is written
+    await written
+    assert first is not None and second is not None
+    assert [await first, await second] == [b"first", b"second"]
+
+
 async def test_concurrent_replies_in_order(pipe: PipelinedRedis) -> None:
     results = await asyncio.wait_for(
         asyncio.gather(*(pipe.execute_command("ECHO", str(i)) for i in range(5000))),
