@@ -61,6 +61,12 @@ async def test_warm_request_costs_two_evalsha_and_no_postgres(env, relay, monkey
                 "/v1/chat/completions", json=CHAT, headers=bearer(f"sk-{tok.key}")
             )
             assert resp.status == 200
+            # MONITOR reports the settle after the answer: wait for it (a deadline, not a
+            # fixed sleep, so a loaded machine cannot hide it), then a moment for any extra
+            # command the request might still send, which must not be there.
+            deadline = time.monotonic() + 15
+            while len(lines) < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
             await asyncio.sleep(0.3)
             listener.cancel()
         await monitor_conn.aclose()
