@@ -7,6 +7,7 @@ consistent view. They are reloaded on invalidation (``chan:``/``opt:`` messages)
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import asyncpg
@@ -26,19 +27,26 @@ class Catalog:
         self.pool = pool
         self.channels = ChannelTable(())
         self.prices = PriceBook()
+        # One read-and-replace of a table at a time: reloads then land in the order they
+        # read PostgreSQL, so a slow periodic reload cannot put back what an invalidation's
+        # reload (which read after the write) already replaced.
+        self._channels_lock = asyncio.Lock()
+        self._prices_lock = asyncio.Lock()
 
     async def reload_channels(self) -> None:
-        async with self.pool.acquire() as conn:
-            rows = await conn.fetch(queries.CHANNELS_ENABLED)
-        self.channels = ChannelTable(channel_from_row(r) for r in rows)
+        async with self._channels_lock:
+            async with self.pool.acquire() as conn:
+                rows = await conn.fetch(queries.CHANNELS_ENABLED)
+            self.channels = ChannelTable(channel_from_row(r) for r in rows)
 
     async def reload_prices(self) -> None:
-        async with self.pool.acquire() as conn:
-            rows = await conn.fetch(queries.OPTIONS_ALL)
-        try:
-            self.prices = PriceBook.from_options({r["key"]: r["value"] for r in rows})
-        except ValueError as exc:
-            log.error("price options rejected, keeping the previous table: %s", exc)
+        async with self._prices_lock:
+            async with self.pool.acquire() as conn:
+                rows = await conn.fetch(queries.OPTIONS_ALL)
+            try:
+                self.prices = PriceBook.from_options({r["key"]: r["value"] for r in rows})
+            except ValueError as exc:
+                log.error("price options rejected, keeping the previous table: %s", exc)
 
     async def reload(self) -> None:
         await self.reload_channels()
