@@ -138,3 +138,59 @@ def charge_for(prompt: int, completion: int) -> int:
     rates = PriceBook().rates("gpt-4o-mini", "default")
     assert rates is not None
     return rates.charge(prompt, completion)
+
+
+async def test_a_client_that_stops_reading_pauses_the_upstream(env, relay):
+    """Back-pressure: while the client reads nothing, the relay stops reading from the
+    upstream once the buffers between them are full, instead of taking the whole answer into
+    memory; when the client reads again, every byte arrives, in order, and the answer is
+    charged by its usage."""
+    from aiohttp import web
+
+    event = b'data: {"choices":[{"delta":{"content":"' + b"x" * 65_000 + b'"}}],"usage":null}\n\n'
+    count = 1_500  # ~98 MB: more than every socket buffer on the way can hold
+    usage = b'data: {"choices":[],"usage":{"prompt_tokens":10,"completion_tokens":20}}\n\n'
+    sent = 0
+
+    async def flood(request: web.Request) -> web.StreamResponse:
+        nonlocal sent
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for _ in range(count):
+            await resp.write(event)  # waits while the relay does not read
+            sent += len(event)
+        await resp.write(usage + b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", flood)
+    server = ProductionServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        uid, tok = await hook_world(env, relay, str(server.make_url("")).rstrip("/"))
+        async with aiohttp.ClientSession() as session:
+            resp = await session.post(
+                relay.make_url("/v1/chat/completions"),
+                json={**CHAT, "stream": True},
+                headers=bearer(f"sk-{tok.key}"),
+            )
+            assert resp.status == 200
+            first = await resp.content.readexactly(1)
+            last, steady = -1, 0
+            for _ in range(100):  # until the upstream has been held still for a while
+                await asyncio.sleep(0.1)
+                steady = steady + 1 if sent == last else 0
+                last = sent
+                if steady == 5:
+                    break
+            assert steady == 5 and sent < count * len(event) // 2, (
+                f"the upstream sent {sent} bytes to a client that read 1"
+            )
+            body = first + await resp.read()
+        assert body == event * count + b"data: [DONE]\n\n"
+        _, used = await ledger(env, uid, tok.id)
+        assert used == charge_for(10, 20)
+        assert await flush_all(env) == 1
+    finally:
+        await server.close()

@@ -345,3 +345,105 @@ async def test_request_bytes() -> None:
     conn.data_received(LENGTH)
     resp = await task
     assert await resp.read() == LENGTH_BODY
+
+
+class Sink:
+    """What ``stream_to`` pushes: the pieces, the end, and a switch to ask for a pause."""
+
+    def __init__(self, take: bool = True) -> None:
+        self.pieces: list[bytes] = []
+        self.ends: list[BaseException | None] = []
+        self.take = take
+
+    def data(self, piece: bytes) -> bool:
+        self.pieces.append(piece)
+        return self.take
+
+    def end(self, error: BaseException | None) -> None:
+        self.ends.append(error)
+
+
+async def test_pushed_body_split_at_every_byte_arrives_whole_and_in_order() -> None:
+    for pieces in [*_splits(CHUNKED), [CHUNKED[i : i + 1] for i in range(len(CHUNKED))]]:
+        pool, conn, transport = await _conn()
+        head = conn.send(b"POST / HTTP/1.1\r\n\r\n", b"", False)
+        rest = list(pieces)
+        while not head.done():
+            conn.data_received(rest.pop(0))
+        resp = await head
+        sink = Sink()
+        resp.stream_to(sink.data, sink.end)  # what was buffered first, at once
+        for piece in rest:
+            conn.data_received(piece)
+        assert b"".join(sink.pieces) == CHUNKED_BODY and sink.ends == [None]
+        resp.release()
+        assert pool.idle[KEY] == [conn] and not transport.closing
+
+
+async def test_pushed_answer_that_had_ended_ends_at_once() -> None:
+    resp, *_ = await _answer([CHUNKED])
+    sink = Sink()
+    resp.stream_to(sink.data, sink.end)
+    assert sink.pieces == [CHUNKED_BODY] and sink.ends == [None]
+
+
+async def test_pushed_answer_cut_off_ends_with_the_error_after_what_arrived() -> None:
+    raw = CHUNKED[: CHUNKED.index(b"a\r\n") + 1]
+    resp, conn, _transport, pool = await _answer([raw])
+    sink = Sink()
+    resp.stream_to(sink.data, sink.end)
+    conn.connection_lost(None)
+    assert sink.pieces == [b"data: a"]
+    assert len(sink.ends) == 1 and isinstance(sink.ends[0], UpstreamProtocolError)
+    resp.release()
+    assert not pool.idle.get(KEY)
+
+
+async def test_pushed_answer_read_timeout_ends_with_timeout() -> None:
+    pool = h1.Pool(read_timeout=0.05)
+    resp, _conn, transport, _pool = await _answer([LENGTH[:-2]], pool=pool)
+    sink = Sink()
+    resp.stream_to(sink.data, sink.end)
+    for _ in range(100):
+        if sink.ends:
+            break
+        await asyncio.sleep(0.01)
+    assert len(sink.ends) == 1 and isinstance(sink.ends[0], TimeoutError)
+    assert transport.closing
+
+
+async def test_pushed_sink_that_asks_for_a_pause_pauses_the_upstream_until_resumed() -> None:
+    resp, conn, transport, _pool = await _answer(
+        [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"]
+    )
+    sink = Sink(take=False)
+    resp.stream_to(sink.data, sink.end)
+    conn.data_received(b"2\r\nhi\r\n")
+    assert sink.pieces == [b"hi"] and transport.paused == 1 and conn.paused
+    sink.take = True
+    resp.resume()
+    assert transport.resumed == 1 and not conn.paused
+    conn.data_received(b"0\r\n\r\n")
+    assert sink.ends == [None]
+
+
+async def test_pushed_after_a_buffered_pause_resumes_reading() -> None:
+    resp, conn, transport, _pool = await _answer(
+        [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"]
+    )
+    conn.data_received(b"%x\r\n%s\r\n" % (h1.HIGH_WATER, b"x" * h1.HIGH_WATER))
+    assert conn.paused  # nobody was reading yet
+    sink = Sink()
+    resp.stream_to(sink.data, sink.end)
+    assert len(sink.pieces[0]) == h1.HIGH_WATER and not conn.paused and transport.resumed == 1
+
+
+async def test_released_pushed_answer_pushes_nothing_more() -> None:
+    resp, conn, transport, _pool = await _answer(
+        [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"]
+    )
+    sink = Sink()
+    resp.stream_to(sink.data, sink.end)
+    resp.release()  # the client went away
+    conn.data_received(b"2\r\nhi\r\n")
+    assert sink.pieces == [] and sink.ends == [] and transport.closing

@@ -19,16 +19,17 @@ from relaygate.channels import TYPE_AZURE, Channel
 from relaygate.redact import redact, redact_bytes
 from relaygate.relay import azure, dialects, errors, translated
 from relaygate.relay.accounting import settle, usage_event
+from relaygate.relay.pushed import MAX_HELD, PushedStream
 from relaygate.relay.request import Endpoint, Job, UpstreamBody, estimate_tokens
 from relaygate.relay.sse import SSEUsageFilter
 from relaygate.runtime import Runtime
 from relaygate.tally import OVERHEAD_BUCKETS, UPSTREAM_BUCKETS
 from relaygate.upstream_client import ERRORS as UPSTREAM_ERRORS
 from relaygate.upstream_client import UpstreamResponse
+from relaygate.upstream_client.h1 import Response as PushResponse
 
 log = logging.getLogger(__name__)
 
-MAX_HELD = 64 * 1024  # bytes after the end marker held for the last write; beyond, sent on
 JSON_CT = "application/json"
 
 
@@ -300,6 +301,55 @@ async def _whole_stream(
     return response, True
 
 
+async def _pushed(
+    request: web.Request,
+    up: PushResponse,
+    sse: SSEUsageFilter,
+    transport: asyncio.Transport,
+    channel: Channel,
+) -> tuple[bytes, bool, bool]:
+    """(held, client gone, cancelled): the stream pushed by the fast client's callback."""
+    pushed = PushedStream(sse, transport)
+    cancelled = False
+    try:
+        await pushed.run(request, up)
+    except asyncio.CancelledError:
+        cancelled = True  # aiohttp cancels the handler when the client hangs up
+    if pushed.error is not None and not pushed.client_gone:
+        log.warning("channel %d failed mid-stream (%s)", channel.id, type(pushed.error).__name__)
+    return pushed.held, pushed.client_gone, cancelled
+
+
+async def _pulled(
+    resp: web.StreamResponse, up: UpstreamResponse, sse: SSEUsageFilter, channel: Channel
+) -> tuple[bytes, bool, bool]:
+    """(held, client gone, cancelled): the stream read piece by piece (aiohttp's client)."""
+    held = b""
+    client_gone = False
+    cancelled = False
+    try:
+        async for chunk in up.iter_any():
+            out = sse.feed(chunk)
+            if not out:
+                continue
+            if sse.done and len(held) < MAX_HELD:
+                held += out
+                continue
+            try:
+                await resp.write(out)
+            except (ConnectionResetError, aiohttp.ClientConnectionResetError, RuntimeError):
+                client_gone = True
+                break
+        else:
+            held += sse.flush()
+    except asyncio.CancelledError:
+        # aiohttp cancels the handler when the client hangs up: bill what was delivered.
+        client_gone = cancelled = True
+    except UPSTREAM_ERRORS as exc:
+        log.warning("channel %d failed mid-stream (%s)", channel.id, type(exc).__name__)
+    return held, client_gone, cancelled
+
+
 def _usage_from_body(data: bytes, job: Job) -> tuple[int, int, bool]:
     """(prompt, completion, estimated): the upstream's usage, or, when it reports none or
     none that is made of token counts, an estimate from the request and the answer's text."""
@@ -338,31 +388,12 @@ async def _stream(
     resp = web.StreamResponse(status=200, headers=headers)
     await resp.prepare(request)
     # Once the end-of-answer marker went by, the rest is held and sent with the stream's end
-    # after the settle: one write instead of two (or, for an answer that arrived in one read,
-    # headers + events + end in a single write).
-    held = b""
-    client_gone = False
-    cancelled = False
-    try:
-        async for chunk in up.iter_any():
-            out = sse.feed(chunk)
-            if not out:
-                continue
-            if sse.done and len(held) < MAX_HELD:
-                held += out
-                continue
-            try:
-                await resp.write(out)
-            except (ConnectionResetError, aiohttp.ClientConnectionResetError, RuntimeError):
-                client_gone = True
-                break
-        else:
-            held += sse.flush()
-    except asyncio.CancelledError:
-        # aiohttp cancels the handler when the client hangs up: bill what was delivered.
-        client_gone = cancelled = True
-    except UPSTREAM_ERRORS as exc:
-        log.warning("channel %d failed mid-stream (%s)", channel.id, type(exc).__name__)
+    # after the settle: one write instead of two.
+    transport = request.transport
+    if isinstance(up, PushResponse) and transport is not None:
+        held, client_gone, cancelled = await _pushed(request, up, sse, transport, channel)
+    else:
+        held, client_gone, cancelled = await _pulled(resp, up, sse, channel)
 
     async def finish() -> None:
         if not client_gone:

@@ -14,6 +14,8 @@ looked for where the dialect puts it (the last event), not in the whole block.
 
 from __future__ import annotations
 
+import re
+
 import orjson
 
 from relaygate.relay.dialects import CLAUDE, GEMINI, OPENAI, RESPONSES, read_usage, text_bytes
@@ -31,6 +33,12 @@ _END = {
     RESPONSES: b"response.completed",
 }
 _RESPONSES_ENDS = (b"response.completed", b"response.incomplete", b"response.failed")
+# Bytes every end-of-answer event of the dialect holds: a block without them is no end (one
+# scan, where the full check of the last event costs a few slices per block).
+_END_HINT = {OPENAI: b"[DONE]", CLAUDE: b"message_stop", GEMINI: b"", RESPONSES: b"response."}
+# A usage key that is not OpenAI's ``"usage":null`` (present on every chunk of an
+# include_usage stream): only those are looked at.
+_USAGE_TO_READ = re.compile(rb'"usage(?!": ?null)')
 
 
 def _is_named_event(event: bytes, name: bytes) -> bool:
@@ -49,6 +57,7 @@ class SSEUsageFilter:
         "_content",
         "_end",
         "_end_anywhere",
+        "_end_hint",
         "_kept",
         "_kept_bytes",
         "_sep",
@@ -70,6 +79,7 @@ class SSEUsageFilter:
         self.done = False
         self._content = _CONTENT[dialect]
         self._end = _END[dialect]
+        self._end_hint = _END_HINT[dialect]
         # Gemini's last chunk carries content, usage and finishReason: it can be long.
         self._end_anywhere = dialect == GEMINI
         # The blank line that ends an event: "\n\n", or "\r\n\r\n" for upstreams that use
@@ -78,23 +88,26 @@ class SSEUsageFilter:
 
     def feed(self, chunk: bytes) -> bytes:
         """Complete events ready to forward (possibly empty)."""
-        buf = self._buf + chunk if self._buf else chunk
         sep = self._sep
-        if sep is None:
-            crlf, lf = buf.find(b"\r\n\r\n"), buf.find(b"\n\n")
-            if crlf >= 0 and (lf < 0 or crlf < lf):
-                sep = self._sep = b"\r\n\r\n"
-            elif lf >= 0:
-                sep = self._sep = b"\n\n"
-        end = buf.rfind(sep) if sep is not None else -1
-        if end < 0 or sep is None:
-            if len(buf) > MAX_PARTIAL:
-                self._buf = b""
-                return buf
-            self._buf = buf
-            return b""
-        end += len(sep)
-        ready, self._buf = buf[:end], buf[end:]
+        if sep is not None and not self._buf and chunk.endswith(sep):
+            ready = chunk  # the usual piece: whole events, nothing held back (no copies)
+        else:
+            buf = self._buf + chunk if self._buf else chunk
+            if sep is None:
+                crlf, lf = buf.find(b"\r\n\r\n"), buf.find(b"\n\n")
+                if crlf >= 0 and (lf < 0 or crlf < lf):
+                    sep = self._sep = b"\r\n\r\n"
+                elif lf >= 0:
+                    sep = self._sep = b"\n\n"
+            end = buf.rfind(sep) if sep is not None else -1
+            if end < 0 or sep is None:
+                if len(buf) > MAX_PARTIAL:
+                    self._buf = b""
+                    return buf
+                self._buf = buf
+                return b""
+            end += len(sep)
+            ready, self._buf = buf[:end], buf[end:]
         self.content_events += ready.count(self._content)
         if self._kept_bytes < MAX_KEPT_FOR_ESTIMATE:
             self._kept.append(ready)
@@ -103,9 +116,9 @@ class SSEUsageFilter:
             if self._end_anywhere:
                 # Gemini: the unescaped key can only be JSON structure, never answer text.
                 self.done = self._end in ready
-            else:
+            elif self._end_hint in ready:
                 self.done = self._is_end_event(ready, sep)
-        if b'"usage' in ready:
+        if _USAGE_TO_READ.search(ready) is not None:
             ready = self._take_usage(ready)
         return ready
 

@@ -46,6 +46,10 @@ _URL_CACHE_MAX = 4096
 
 Key = tuple[str, str, int]  # scheme, host, port
 SocketFactory = Callable[[Any], socket.socket]
+# ``Response.stream_to``: takes each piece of the body as it arrives, False to pause reading;
+# then told the end (None) or what broke the answer.
+OnData = Callable[[bytes], bool]
+OnEnd = Callable[[BaseException | None], None]
 
 
 class Headers(Mapping[str, str]):
@@ -75,9 +79,21 @@ class Headers(Mapping[str, str]):
 
 class Response:
     """One answer. Its body is buffered as it arrives (reading pauses past HIGH_WATER) and
-    handed out whole by ``read()`` or in the pieces received by ``iter_any()``."""
+    handed out whole by ``read()`` or in the pieces received by ``iter_any()``; or pushed,
+    piece by piece, to the callbacks given to ``stream_to()``."""
 
-    __slots__ = ("_buffered", "_chunks", "_conn", "_done", "_exc", "_waiter", "headers", "status")
+    __slots__ = (
+        "_buffered",
+        "_chunks",
+        "_conn",
+        "_done",
+        "_exc",
+        "_on_data",
+        "_on_end",
+        "_waiter",
+        "headers",
+        "status",
+    )
 
     def __init__(self, conn: _Conn) -> None:
         self._conn: _Conn | None = conn
@@ -88,6 +104,8 @@ class Response:
         self._done = False
         self._exc: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._on_data: OnData | None = None
+        self._on_end: OnEnd | None = None
 
     @property
     def content_type(self) -> str:
@@ -151,8 +169,49 @@ class Response:
                 raise StopAsyncIteration
             await self._wait()
 
+    def stream_to(self, on_data: OnData, on_end: OnEnd) -> None:
+        """Push the rest of the body to ``on_data`` from the connection's own callback, as each
+        read from the socket arrives (what was buffered first, at once), then call
+        ``on_end`` once: None after the last byte, else the error that broke the answer off
+        (the read timeout, a framing error, a closed connection).
+
+        Why: a pass-through stream then costs no task wake-up, no future and no coroutine
+        resumption per piece, only this callback. ``on_data`` returning False pauses reading
+        from the upstream (the caller's client is slow) until ``resume()``; the read timeout
+        does not run meanwhile. Neither callback may raise.
+        """
+        self._on_data, self._on_end = on_data, on_end
+        conn = self._conn
+        chunks = self._chunks
+        wants_more = True
+        if chunks:
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            chunks.clear()
+            self._buffered = 0
+            wants_more = on_data(data)
+        if self._done or self._exc is not None:
+            self._push_end()
+        elif conn is not None:
+            if not wants_more:
+                conn.pause()
+            elif conn.paused:
+                conn.resume()  # paused at HIGH_WATER before the callbacks took over
+
+    def resume(self) -> None:
+        """Read from the upstream again after ``on_data`` asked for a pause."""
+        conn = self._conn
+        if conn is not None:
+            conn.resume()
+
+    def _push_end(self) -> None:
+        on_end, self._on_end = self._on_end, None
+        self._on_data = None
+        if on_end is not None:
+            on_end(None if self._done else self._exc)
+
     def release(self) -> None:
         """Give the connection back (answer read to its end, keep-alive) or close it."""
+        self._on_data = self._on_end = None
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.release(self)
@@ -265,11 +324,15 @@ class _Conn(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         resp = self.resp
         assert resp is not None
+        on_data = resp._on_data
+        if on_data is not None:
+            if not on_data(body):
+                self.pause()
+            return
         resp._chunks.append(body)
         resp._buffered += len(body)
-        if resp._buffered >= HIGH_WATER and not self.paused and self.transport is not None:
-            self.paused = True
-            self.transport.pause_reading()
+        if resp._buffered >= HIGH_WATER:
+            self.pause()
         resp._wake()
 
     def on_message_complete(self) -> None:
@@ -285,7 +348,10 @@ class _Conn(asyncio.Protocol):
         self.complete = True
         self._stop_timer()
         resp._done = True
-        resp._wake()
+        if resp._on_end is not None:
+            resp._push_end()
+        else:
+            resp._wake()
 
     def _fail(self, exc: BaseException) -> None:
         head = self.head
@@ -294,7 +360,10 @@ class _Conn(asyncio.Protocol):
         resp = self.resp
         if resp is not None and resp._exc is None and not self.complete:
             resp._exc = exc
-            resp._wake()
+            if resp._on_end is not None:
+                resp._push_end()
+            else:
+                resp._wake()
         self._close()
 
     def _close(self) -> None:
@@ -321,6 +390,11 @@ class _Conn(asyncio.Protocol):
             self._fail(TimeoutError(f"the upstream sent nothing for {self.pool.read_timeout} s"))
         else:
             self.timer = self.loop.call_at(deadline, self._check_read)
+
+    def pause(self) -> None:
+        if not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
 
     def resume(self) -> None:
         if self.paused:
