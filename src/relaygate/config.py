@@ -63,6 +63,9 @@ class Settings:
     login_window: int = 1200
     # Clamp the upstream max_tokens to what the remaining quota affords.
     clamp_max_tokens: bool = True
+    # A relay that is not busy with Redis sends the upstream request while the reserve is on
+    # its way (relay.early); the answer is passed on only once the reserve admitted it.
+    early_upstream: bool = True
     # Token metadata cache: positive TTL and negative (unknown key) TTL, seconds.
     cache_ttl: float = 60.0
     negative_cache_ttl: float = 5.0
@@ -353,6 +356,7 @@ FIELDS: dict[str, tuple[str, Parser]] = {
     "login_attempts": ("RELAYGATE_LOGIN_ATTEMPTS", lambda n, r: _parse_int(n, r, 0)),
     "login_window": ("RELAYGATE_LOGIN_WINDOW", lambda n, r: _parse_int(n, r, 1)),
     "clamp_max_tokens": ("RELAYGATE_CLAMP_MAX_TOKENS", _parse_bool),
+    "early_upstream": ("RELAYGATE_EARLY_UPSTREAM", _parse_bool),
     "cache_ttl": ("RELAYGATE_CACHE_TTL", _parse_float),
     "negative_cache_ttl": ("RELAYGATE_NEGATIVE_CACHE_TTL", _parse_float),
     "upstream_timeout": ("RELAYGATE_UPSTREAM_TIMEOUT", _parse_float),

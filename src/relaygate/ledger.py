@@ -14,7 +14,7 @@ import asyncio
 import enum
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Protocol
@@ -35,6 +35,10 @@ class Pipeline(Executor, Protocol):
 
     def written(self) -> asyncio.Future[None]:
         """Resolved once everything queued so far has been handed to the socket."""
+
+    def quiet(self) -> bool:
+        """No reply is outstanding but those of the commands still buffered: the process is
+        not busy with Redis (one request at a time), so ``written()`` writes at once."""
 
     async def aclose(self) -> None: ...
 
@@ -83,12 +87,21 @@ class Script:
                 raise
         return await self._eval(conn, keys, args)
 
-    async def pipelined(self, conn: Pipeline, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def pipelined(
+        self,
+        conn: Pipeline,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        meanwhile: Callable[[], None] | None = None,
+    ) -> Any:
         """As a call, but queued without the coroutine layers of ``execute_command`` when
-        the connection can take it now (the hot path)."""
+        the connection can take it now (the hot path). ``meanwhile`` runs once the command
+        is on its way and before its reply is awaited (only then: not on the slow path)."""
         sent = conn.send("EVALSHA", self.sha, len(keys), *keys, *args)
         if sent is None:
             return await self(conn, keys, args)
+        if meanwhile is not None:
+            meanwhile()
         try:
             return await sent
         except ResponseError as exc:
@@ -169,9 +182,10 @@ async def reserve_pipelined(
     keys: Sequence[str],
     req: ReserveRequest,
     ttls: tuple[int, int],
+    meanwhile: Callable[[], None] | None = None,
 ) -> Reservation:
     """``reserve`` on the hot path's connection (``Script.pipelined``)."""
-    raw = await scripts.reserve.pipelined(conn, keys, _reserve_args(req, ttls))
+    raw = await scripts.reserve.pipelined(conn, keys, _reserve_args(req, ttls), meanwhile)
     return _reservation(raw)
 
 

@@ -137,6 +137,9 @@ class _PipeProtocol(asyncio.Protocol):
                 self._loop.call_soon(self._flush)
         return self._written
 
+    def quiet(self) -> bool:
+        return self._buffered == len(self.pending)
+
     def _flush(self) -> None:
         self._flush_scheduled = False
         buf = self._buf
@@ -312,6 +315,11 @@ class PipelinedRedis:
             done.set_result(None)
             return done
         return proto.written()
+
+    def quiet(self) -> bool:
+        """No reply outstanding but those of commands not yet written (see ``written``)."""
+        proto = self._proto
+        return proto is not None and proto.quiet()
 
     async def aclose(self) -> None:
         """Close for good; in-flight calls and reconnect waiters get ConnectionError."""

@@ -28,6 +28,7 @@ from relaygate.heartbeat import Heartbeat
 from relaygate.invalidation import InvalidationListener, dispatcher
 from relaygate.keys import KeyScheme
 from relaygate.ledger import Pipeline, Scripts
+from relaygate.relay.early_policy import EarlyPolicy
 from relaygate.sessions import LoginLimiter, SessionStore
 from relaygate.settles import Journal, SettleKeeper
 from relaygate.tally import Tally
@@ -64,10 +65,12 @@ class Runtime:
     heartbeat: Heartbeat = field(init=False)
     settles: SettleKeeper = field(init=False)
     invalidations: InvalidationListener = field(init=False)
+    early: EarlyPolicy = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
         self.background = Background()
+        self.early = EarlyPolicy(s.early_upstream)
         self.catalog = Catalog(self.pool)
         self.tokens = TokenLoader(self.pool, self.keys, self.accounts.key_index)
         self.cache = TokenCache(self.tokens, s.cache_ttl, s.negative_cache_ttl)

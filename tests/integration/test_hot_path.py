@@ -1,11 +1,13 @@
-"""The hot path's budget: one reserve EVALSHA before the upstream call, one settle EVALSHA
-after it, and no PostgreSQL round trip, on a warm request (counted with MONITOR)."""
+"""The hot path's budget: one reserve EVALSHA before the upstream call (or, called early,
+on its way before it: relay.early), one settle EVALSHA after it, and no PostgreSQL round
+trip, on a warm request (counted with MONITOR)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
@@ -32,7 +34,9 @@ async def _timed_upstream() -> tuple[TestServer, list[float]]:
     return server, seen
 
 
-async def test_warm_request_costs_two_evalsha_and_no_postgres(env, relay, monkeypatch):
+@pytest.mark.parametrize("early", [False, True], ids=["reserve-then-upstream", "early"])
+async def test_warm_request_costs_two_evalsha_and_no_postgres(env, relay, monkeypatch, early):
+    relay.app[RUNTIME].early.enabled = early
     upstream, upstream_times = await _timed_upstream()
     try:
         uid, _ = await env.root_user()
@@ -76,7 +80,10 @@ async def test_warm_request_costs_two_evalsha_and_no_postgres(env, relay, monkey
         assert all(c.upper().startswith("EVALSHA") for c in commands), commands
         assert len(upstream_times) == 1
         reserve_t, settle_t = lines[0][0], lines[1][0]
-        assert reserve_t <= upstream_times[0] <= settle_t
+        assert " 6 " in lines[0][1] and " 8 " in lines[1][1], "reserve (6 keys), then settle (8)"
+        if not early:
+            assert reserve_t <= upstream_times[0]
+        assert upstream_times[0] <= settle_t
         assert counting.calls == 0
     finally:
         await upstream.close()

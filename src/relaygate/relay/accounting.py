@@ -56,8 +56,10 @@ async def reserve(
     base: int,
     per_token_micro: int,
     full: int,
+    meanwhile: Callable[[], None] | None = None,
 ) -> tuple[TokenMeta, ledger.Reservation, tuple[str, str, str, str], str]:
-    """One EVALSHA on the warm path; rebuilds or reloads only when the script asks for it."""
+    """One EVALSHA on the warm path; rebuilds or reloads only when the script asks for it.
+    ``meanwhile`` runs once, when the first attempt is on its way (relay.early)."""
     for _ in range(MAX_RESERVE_ROUNDS):
         now = int(time.time())
         day, month = day_and_month(now)
@@ -87,6 +89,7 @@ async def reserve(
                 (*ledger_keys, owner.resv_key, owner.refused_key),
                 req,
                 (DAY_TTL_SECONDS, MONTH_TTL_SECONDS),
+                meanwhile,
             )
         except RedisError as exc:
             log.error("reserve failed: %s", exc)
@@ -95,6 +98,7 @@ async def reserve(
                 # relay is alive, so the reaper never will). Kept until Redis applies it.
                 rt.settles.keep(LostReserve(owner.resv_key, ledger_keys, prefix))
             raise errors.LEDGER_UNAVAILABLE from None
+        meanwhile = None
         if res.code == Code.OK:
             rt.tally.inc("reserves")
             return meta, res, ledger_keys, ledger.reservation_member(prefix, res.amount)

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -53,45 +54,39 @@ async def forward(
     job: Job,
     out: UpstreamBody,
     stream: bool,
+    early: Early | None = None,
 ) -> tuple[web.StreamResponse, bool]:
     """Call a channel, the next one on a failure before anything reached the client (a
     connection error, a timeout, a retryable status: docs/failover.md), and settle the
     attempt that answered. Returns (response, settled); when settled is False the caller
     refunds. Failed attempts cost nothing: only the answering one is settled."""
-    body, modified = out.body, out.modified
     tried: frozenset[int] = frozenset()
     failed: _Failed | None = None
     settings = rt.settings
-    for _ in range(settings.channel_attempts):
-        # Same priority tier first (minus the channels tried), then the lower tiers.
-        channel = rt.catalog.channels.pick(job.meta.group, job.model, 0, tried)
-        if channel is None:
-            break
+    for attempt_no in range(settings.channel_attempts):
+        if attempt_no == 0 and early is not None:
+            attempt = early.attempt  # already sent, while the reserve was on its way
+        else:
+            # Same priority tier first (minus the channels tried), then the lower tiers.
+            picked = rt.catalog.channels.pick(job.meta.group, job.model, 0, tried)
+            if picked is None:
+                break
+            attempt = build_attempt(request, ep, job.model, out, picked, stream)
+        channel, plan, upstream_model = attempt.channel, attempt.plan, attempt.upstream_model
         tried |= {channel.id}
         job.channel_id = channel.id
         job.attempts.append(channel.id)
-        upstream_model = channel.upstream_model(job.model)
-        plan = translate.plan_for(ep.dialect, ep.path, channel.type)  # None: pass-through
-        if plan is not None:
-            path, payload = translate.request(plan, body, upstream_model, stream, out.max_output)
-            url = channel.base_url + path
-            headers = dialects.upstream_headers(channel, plan.upstream, request.headers)
-        else:
-            # (A form upload is sent as received: a mapped model name is not rewritten in it.)
-            if upstream_model != job.model and ep.dialect != dialects.GEMINI and ep.parse is None:
-                body["model"] = upstream_model
-                modified = True
-            payload = orjson.dumps(body) if modified else out.raw
-            path = dialects.upstream_path(ep.dialect, ep.path, upstream_model, stream)
-            url = channel.base_url + path
-            headers = dialects.upstream_headers(channel, ep.dialect, request.headers)
-            if ep.parse is not None:  # the multipart boundary is the client's
-                headers = {**headers, "Content-Type": request.headers.get("Content-Type", "")}
-        if channel.type == TYPE_AZURE:
-            url = azure.url(channel, path, upstream_model)
-        t_up = time.perf_counter()
         try:
-            up = await rt.http.post(url, data=payload, headers=headers)
+            if attempt_no == 0 and early is not None:
+                t_up = early.t_up
+                try:
+                    up = await early.head
+                except BaseException:
+                    early.abandon()  # failed or cancelled: never reuse its connection
+                    raise
+            else:
+                t_up = time.perf_counter()
+                up = await rt.http.post(attempt.url, data=attempt.payload, headers=attempt.headers)
         except UPSTREAM_ERRORS as exc:
             _upstream_failed(rt, channel, "unreachable")
             _log_unreachable(channel, exc)
@@ -133,6 +128,67 @@ async def forward(
     if failed is not None:
         return await _failed(request, rt, job, failed, ep.dialect)
     raise errors.UPSTREAM_UNREACHABLE
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One channel's call, built: what is sent, and in which dialect its answer comes."""
+
+    channel: Channel
+    plan: translate.Plan | None  # None: pass-through
+    upstream_model: str
+    url: str
+    payload: bytes
+    headers: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Early:
+    """An attempt sent while the reserve was on its way (relay.early): its answer is read
+    only once the reserve has admitted the request."""
+
+    attempt: Attempt
+    head: Awaitable[UpstreamResponse]
+    t_up: float
+    abandon: Callable[[], None]  # for an answer that will not be read
+
+
+def build_attempt(
+    request: web.Request,
+    ep: Endpoint,
+    model: str,
+    out: UpstreamBody,
+    channel: Channel,
+    stream: bool,
+) -> Attempt:
+    """The request for ``channel``: its model name, its dialect, its URL and credential.
+    May rewrite ``out.body`` (the model name; then ``out.modified``)."""
+    upstream_model = channel.upstream_model(model)
+    plan = translate.plan_for(ep.dialect, ep.path, channel.type)
+    body = out.body
+    if plan is not None:
+        path, payload = translate.request(plan, body, upstream_model, stream, out.max_output)
+        headers = dialects.upstream_headers(channel, plan.upstream, request.headers)
+    else:
+        # (A form upload is sent as received: a mapped model name is not rewritten in it.)
+        # Compared with the body's own name: a channel tried after one that mapped the name
+        # gets its own, not the previous channel's.
+        if (
+            ep.dialect != dialects.GEMINI
+            and ep.parse is None
+            and body.get("model", model) != upstream_model
+        ):
+            body["model"] = upstream_model
+            out.modified = True
+        payload = orjson.dumps(body) if out.modified else out.raw
+        path = dialects.upstream_path(ep.dialect, ep.path, upstream_model, stream)
+        headers = dialects.upstream_headers(channel, ep.dialect, request.headers)
+        if ep.parse is not None:  # the multipart boundary is the client's
+            headers = {**headers, "Content-Type": request.headers.get("Content-Type", "")}
+    url = channel.base_url + path
+    if channel.type == TYPE_AZURE:
+        url = azure.url(channel, path, upstream_model)
+    return Attempt(channel, plan, upstream_model, url, payload, headers)
 
 
 def _retryable(statuses: frozenset[int], status: int) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -23,14 +24,16 @@ from relaygate.pricing import Rates, ReservationPlan
 from relaygate.relay import errors
 from relaygate.relay.accounting import reserve, settle
 from relaygate.relay.auth import client_ip, ip_text
+from relaygate.relay.early import Speculation
 from relaygate.relay.errors import RelayError
-from relaygate.relay.forward import OVERHEAD_HEADER, forward
+from relaygate.relay.forward import OVERHEAD_HEADER, Early, forward
 from relaygate.relay.request import (
     IMAGE_TOKEN_BOUND,
     Endpoint,
     Job,
     Metered,
     OutputBound,
+    UpstreamBody,
     fit_body,
     new_request_id,
     output_bounds,
@@ -100,10 +103,7 @@ async def _handle(
     ip = client_ip(request, rt.settings.trusted_proxies)
     key_hash, meta = await authenticate(request, rt, ip)
     raw = await _read_body(request, rt)
-    if ep.parse is None:
-        body = parse_body(raw)
-    else:
-        body = ep.parse(raw, request.headers.get("Content-Type", ""))
+    body = _parse(request, ep, raw)
     model, stream = requested_model(body, request, ep)
     if not meta.in_scope(model, ip):  # rare: re-check against current metadata, or refuse
         meta = await confirmed_scope(rt, meta, key_hash, model, ip)
@@ -111,9 +111,35 @@ async def _handle(
     rates, bound, rplan = _price(rt, meta, model, body, raw, ep, metered)
     if rt.settles.pending >= MAX_KEPT:
         raise errors.LEDGER_UNAVAILABLE
-    meta, res, ledger_keys, member = await reserve(
-        rt, meta, key_hash, model, ip, rid, rplan.base, rplan.per_token_micro, bound.full
-    )
+    spec = Speculation() if rt.early.allows(meta.id) and rt.hot.quiet() else None
+    meanwhile = None
+    if spec is not None:
+        meanwhile = partial(spec.start, request, rt, ep, meta, model, body, raw, bound, stream)
+    try:
+        admitted, res, ledger_keys, member = await reserve(
+            rt,
+            meta,
+            key_hash,
+            model,
+            ip,
+            rid,
+            rplan.base,
+            rplan.per_token_micro,
+            bound.full,
+            meanwhile,
+        )
+    except BaseException as exc:
+        if spec is not None:
+            spec.not_admitted(rt, meta.id, refused=isinstance(exc, RelayError))
+        raise
+    early: Early | None = None
+    fitted: UpstreamBody | None = None
+    if spec is not None:
+        in_full = not res.clamp_tokens and admitted is meta  # as the early call was sent
+        early, fitted = spec.admitted(rt, meta.id, in_full)
+        if not in_full and spec.out is not None:
+            body = _parse(request, ep, raw)  # it was fitted in place for the early call
+    meta = admitted
     job = Job(
         rid=rid,
         meta=meta,
@@ -134,13 +160,23 @@ async def _handle(
         per_choice = res.clamp_tokens // bound.choices if res.clamp_tokens else bound.send
         if res.clamp_tokens and per_choice < 1:
             raise errors.TOKEN_QUOTA  # not one token left for each choice
-        upstream_body = fit_body(body, raw, ep, bound, per_choice, stream)
-        upstream_body.max_output = per_choice or bound.full // bound.choices
-        response, settled = await forward(request, rt, ep, job, upstream_body, stream)
+        if fitted is None:
+            fitted = fit_body(body, raw, ep, bound, per_choice, stream)
+            fitted.max_output = per_choice or bound.full // bound.choices
+        sent_early, early = early, None  # forward owns it now
+        response, settled = await forward(request, rt, ep, job, fitted, stream, sent_early)
         return response
     finally:
+        if early is not None:  # refused before the upstream was called (no token left)
+            early.abandon()
         if not settled:
             await settle(rt, job, 0, None)
+
+
+def _parse(request: web.Request, ep: Endpoint, raw: bytes) -> dict[str, Any]:
+    if ep.parse is None:
+        return parse_body(raw)
+    return ep.parse(raw, request.headers.get("Content-Type", ""))
 
 
 async def _read_body(request: web.Request, rt: Runtime) -> bytes:

@@ -474,16 +474,7 @@ class Pool:
     ) -> Response:
         if self.closed:
             raise RuntimeError("the upstream client is closed")
-        key, host, target = self._split(url)
-        lines = [f"{method} {target} HTTP/1.1", f"Host: {host}"]
-        if body or method not in ("GET", "HEAD"):
-            lines.append(f"Content-Length: {len(body)}")
-        if headers:
-            lines += [f"{k}: {v}" for k, v in headers.items()]
-        text = "\r\n".join(lines)
-        if text.count("\n") != len(lines) - 1 or text.count("\r") != len(lines) - 1:
-            raise ValueError("a header name or value holds a line break")
-        data = (text + "\r\n\r\n").encode("latin-1")
+        key, data = self._head(method, url, body, headers)
         retry = method in IDEMPOTENT
         while True:
             conn = await self._acquire(key)
@@ -498,6 +489,31 @@ class Pool:
                 conn._close()  # cancelled (or failed) mid-request: never reuse it
                 raise
 
+    def send_now(
+        self, url: str, *, data: bytes, headers: Mapping[str, str]
+    ) -> tuple[_Conn, asyncio.Future[Response]] | None:
+        """POST on an idle kept-alive connection now, without a coroutine: (the connection,
+        the future of the answer's head); None when no idle connection is at hand. For a
+        request sent while something else is awaited (relay.early): whoever does not take
+        the answer must ``abandon`` it."""
+        if self.closed:
+            return None
+        key, head = self._head("POST", url, data, headers)
+        conn = self._idle_conn(key)
+        if conn is None:
+            return None
+        return conn, conn.send(head, data, False)
+
+    @staticmethod
+    def abandon(conn: _Conn, head: asyncio.Future[Response]) -> None:
+        """Drop a request sent by ``send_now`` whose answer nobody will read: its connection
+        is closed (an answer that had fully arrived gives it back instead)."""
+        if head.done() and not head.cancelled() and head.exception() is None:
+            head.result().release()
+            return
+        head.cancel()
+        conn._close()
+
     async def close(self) -> None:
         self.closed = True
         for conn in list(self.conns):
@@ -505,6 +521,21 @@ class Pool:
         self.idle.clear()
 
     # --- the pool
+    def _head(
+        self, method: str, url: str, body: bytes, headers: Mapping[str, str] | None
+    ) -> tuple[Key, bytes]:
+        """(pool key, request head bytes)."""
+        key, host, target = self._split(url)
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {host}"]
+        if body or method not in ("GET", "HEAD"):
+            lines.append(f"Content-Length: {len(body)}")
+        if headers:
+            lines += [f"{k}: {v}" for k, v in headers.items()]
+        text = "\r\n".join(lines)
+        if text.count("\n") != len(lines) - 1 or text.count("\r") != len(lines) - 1:
+            raise ValueError("a header name or value holds a line break")
+        return key, (text + "\r\n\r\n").encode("latin-1")
+
     def _split(self, url: str) -> tuple[Key, str, str]:
         hit = self._urls.get(url)
         if hit is not None:
@@ -548,21 +579,27 @@ class Pool:
                 w.set_result(None)
                 return
 
+    def _idle_conn(self, key: Key) -> _Conn | None:
+        idle = self.idle.get(key)
+        if idle:
+            now = self.loop.time()
+            while idle:
+                conn = idle.pop()
+                transport = conn.transport
+                if conn.closed or transport is None or transport.is_closing():
+                    continue
+                if now - conn.idle_since > self.keepalive_seconds:
+                    conn._close()  # the upstream may be closing it right now
+                    continue
+                conn.reused = True
+                return conn
+        return None
+
     async def _acquire(self, key: Key) -> _Conn:
         while True:
-            idle = self.idle.get(key)
-            if idle:
-                now = self.loop.time()
-                while idle:
-                    conn = idle.pop()
-                    transport = conn.transport
-                    if conn.closed or transport is None or transport.is_closing():
-                        continue
-                    if now - conn.idle_since > self.keepalive_seconds:
-                        conn._close()  # the upstream may be closing it right now
-                        continue
-                    conn.reused = True
-                    return conn
+            conn = self._idle_conn(key)
+            if conn is not None:
+                return conn
             if not self.limit or self.count.get(key, 0) < self.limit:
                 self.count[key] = self.count.get(key, 0) + 1
                 try:
