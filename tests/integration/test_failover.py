@@ -154,3 +154,43 @@ async def test_failure_after_the_first_streamed_byte_is_not_retried(env, relay, 
     other = orjson.loads(row["other"])
     assert "admin_info" not in other, "one attempt only"
     assert other["estimated"] is True
+
+
+async def test_each_channel_is_sent_its_own_model_name(env, relay) -> None:
+    """A channel that maps the model name fails; the next one, which maps nothing, is sent
+    the name the client asked for, not the first channel's."""
+    names: list[str] = []
+
+    async def failing(request: web.Request) -> web.Response:
+        names.append((await request.json())["model"])
+        return web.json_response({"error": {"message": "down"}}, status=500)
+
+    async def serving(request: web.Request) -> web.Response:
+        names.append((await request.json())["model"])
+        answer = {"choices": [{"message": {"content": "ok"}}], "usage": {"prompt_tokens": 1}}
+        answer["usage"]["completion_tokens"] = 1
+        return web.json_response(answer)
+
+    servers = []
+    for handler in (failing, serving):
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", handler)
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+    try:
+        uid, _ = await env.root_user()
+        mapping = orjson.dumps({"gpt-4o-mini": "upstream-mini"}).decode()
+        base = [str(s.make_url("")).rstrip("/") for s in servers]
+        await env.admin.create_channel(
+            "mapped", base[0], "k1", "gpt-4o-mini", priority=10, model_mapping=mapping
+        )
+        await env.admin.create_channel("plain", base[1], "k2", "gpt-4o-mini", priority=0)
+        await refresh(relay)
+        tok = await env.admin.create_token(uid, "t", remain_quota=10**7)
+        resp = await relay.post("/v1/chat/completions", json=CHAT, headers=bearer(f"sk-{tok.key}"))
+        assert resp.status == 200, await resp.text()
+        assert names == ["upstream-mini", "gpt-4o-mini"]
+    finally:
+        for server in servers:
+            await server.close()
