@@ -30,6 +30,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -436,6 +437,8 @@ class Flusher:
         return self.reaper.reaped
 
 
+# hiredis's stub types its argument as a 1-tuple; it takes any number of arguments.
+_pack_command: Callable[[tuple[Any, ...]], bytes] = hiredis.pack_command
 _MULTI = b"*1\r\n$5\r\nMULTI\r\n"
 _EXEC = b"*1\r\n$4\r\nEXEC\r\n"
 
@@ -449,7 +452,7 @@ def pack_xack_xdel(group: str, by_stream: dict[str, list[bytes]]) -> list[bytes]
     about half that again with the shared block (bench/README.md, "Flusher")."""
     out = [_MULTI]
     for stream, ids in by_stream.items():
-        block = hiredis.pack_command(tuple(ids))  # "*<n>\r\n" then the ids
+        block = _pack_command(tuple(ids))  # "*<n>\r\n" then the ids
         ids_resp = block[block.index(b"\r\n") + 2 :]
         out.append(_resp_head(len(ids) + 3, ("XACK", stream, group)))
         out.append(ids_resp)
@@ -461,7 +464,7 @@ def pack_xack_xdel(group: str, by_stream: dict[str, list[bytes]]) -> list[bytes]
 
 def _resp_head(argc: int, first: tuple[str, ...]) -> bytes:
     """The start of a command of ``argc`` arguments whose first ones are ``first``."""
-    packed = hiredis.pack_command(first)
+    packed = _pack_command(first)
     return b"*%d\r\n" % argc + packed[packed.index(b"\r\n") + 2 :]
 
 
@@ -473,7 +476,7 @@ async def xack_xdel(redis: Redis, group: str, by_stream: dict[str, list[bytes]])
     EXEC was not reached: nothing or everything is acked, and what is not stays pending."""
     payload = pack_xack_xdel(group, by_stream)
     pool = redis.connection_pool
-    conn = await pool.get_connection()
+    conn = await pool.get_connection()  # type: ignore[no-untyped-call]
     try:
         await conn.send_packed_command(payload)
         for _ in range(1 + 2 * len(by_stream)):
