@@ -215,7 +215,10 @@ def event_row(f: dict[bytes, bytes] | list[bytes]) -> Row:
             raise MalformedEvent(str(exc)) from None
         if type(e) is not dict:
             raise MalformedEvent("event is not a JSON object")
-        quota = int(f[1])
+        try:
+            quota = int(f[1])
+        except ValueError as exc:
+            raise MalformedEvent(str(exc)) from None
     else:
         e = events.decode_entry(f)
         quota = e["quota"]
