@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import asyncpg
+import orjson
 
 from relaygate import events
 from relaygate.events import MalformedEvent
@@ -191,40 +192,64 @@ async def add_totals(conn: Any, facts: Iterable[Sequence[int]]) -> None:
 
 
 ESTIMATED_NOTE = "usage estimated: upstream reported none"
+_loads = orjson.loads
 
 
 def event_row(f: dict[bytes, bytes] | list[bytes]) -> Row:
     """One usage event's log row (LOG_COLUMNS order, the types COPY needs) from its stream
-    entry's fields (``events.decode_entry``).
+    entry's fields: those of ``events.decode_entry``, as a dict or the flat list of a raw
+    XREADGROUP reply.
 
-    Raises MalformedEvent on a malformed event (sent to the dead-letter stream).
+    Raises MalformedEvent on a malformed event (sent to the dead-letter stream); a value of
+    the wrong type raises ValueError or TypeError (the flusher dead-letters those too).
+
+    The entries settle.lua writes (``quota``, ``event``) are decoded here, inline: going
+    through ``events.decode_entry`` (three calls, the checks of ``events._checked`` and a
+    second dict lookup per column) cost as much as parsing the JSON did (bench/README.md,
+    "Flusher"). Every other shape still goes through it.
     """
-    e = events.decode_entry(f)
+    if type(f) is list and len(f) == 4 and f[0] == b"quota" and f[2] == b"event":
+        try:
+            e = _loads(f[3])
+        except ValueError as exc:  # orjson.JSONDecodeError
+            raise MalformedEvent(str(exc)) from None
+        if type(e) is not dict:
+            raise MalformedEvent("event is not a JSON object")
+        try:
+            quota = int(f[1])
+        except ValueError as exc:
+            raise MalformedEvent(str(exc)) from None
+    else:
+        e = events.decode_entry(f)
+        quota = e["quota"]
     get = e.get
     other = str(get("other", ""))
-    ts = int(e["ts"])
-    if not _storable_day(ts // 86400):
-        raise MalformedEvent(f"timestamp {ts} fits no log partition")
-    return (
-        str(e["rid"]),
-        ts,
-        2,  # log type: consume
-        int(e["user"]),
-        str(get("uname", "")),
-        int(e["token"]),
-        str(get("tname", "")),
-        str(get("model", "")),
-        int(get("chan", 0)),
-        str(get("group", "")),
-        int(e["quota"]),
-        int(get("pt", 0)),
-        int(get("ct", 0)),
-        int(get("lat", 0)),
-        get("stream") == 1,
-        str(get("ip", "")),
-        ESTIMATED_NOTE if '"estimated":true' in other else "",
-        other,
-    )
+    try:
+        row = (
+            str(e["rid"]),
+            int(e["ts"]),
+            2,  # log type: consume
+            int(e["user"]),
+            str(get("uname", "")),
+            int(e["token"]),
+            str(get("tname", "")),
+            str(get("model", "")),
+            int(get("chan", 0)),
+            str(get("group", "")),
+            int(quota),
+            int(get("pt", 0)),
+            int(get("ct", 0)),
+            int(get("lat", 0)),
+            get("stream") == 1,
+            str(get("ip", "")),
+            ESTIMATED_NOTE if '"estimated":true' in other else "",
+            other,
+        )
+    except KeyError as exc:  # rid, ts, user or token: the first missing, as events._checked
+        raise MalformedEvent(f"event has no {exc.args[0]!r}") from None
+    if not _storable_day(row[1] // 86400):
+        raise MalformedEvent(f"timestamp {row[1]} fits no log partition")
+    return row
 
 
 @functools.lru_cache(maxsize=64)
