@@ -56,6 +56,7 @@ async def handle(request: web.Request, ep: Endpoint) -> web.StreamResponse:
     rt = app[RUNTIME]
     t0 = time.perf_counter()
     rid = new_request_id()
+    rt.early.active += 1
     try:
         response = await _handle(request, rt, ep, rid, t0)
     except RelayError as err:
@@ -66,6 +67,8 @@ async def handle(request: web.Request, ep: Endpoint) -> web.StreamResponse:
         if rt.settings.request_log:
             _log(request, ep, rid, 500, time.perf_counter() - t0, None)
         raise
+    finally:
+        rt.early.active -= 1
     elapsed = time.perf_counter() - t0
     app[STATS].record(ep.route, response.status, elapsed)
     if rt.settings.request_log:
