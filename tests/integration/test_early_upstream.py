@@ -134,3 +134,32 @@ async def test_admitted_in_full_is_called_once_with_the_clients_bound(env: Any, 
         assert await flush_all(env) == 4  # the warm-up's and these three, once each
     finally:
         await upstream.server.close()
+
+
+async def test_an_early_call_that_fails_to_start_leaves_the_request_whole(
+    env: Any, relay: Any, monkeypatch: Any
+) -> None:
+    """A failure while making the early call (a bug, say) happens with the reserve already
+    sent: the request must still await its reply, be answered, charged once and settled
+    (no reservation left holding quota)."""
+    from relaygate.relay import early
+
+    uid, upstream = await _world(env, relay)
+
+    def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(early, "build_attempt", broken)
+    try:
+        tok = await env.admin.create_token(uid, "t", remain_quota=10**9)
+        resp = await relay.post(
+            "/v1/chat/completions", json={**CHAT, "max_tokens": 3}, headers=bearer(f"sk-{tok.key}")
+        )
+        assert resp.status == 200
+        assert upstream.bounds == [3]
+        assert await env.redis.zcard(env.keys.reservations(uid)) == 0
+        _, used = await ledger(env, uid, tok.id)
+        assert used > 0
+        assert await flush_all(env) == 2  # the warm-up's and this one
+    finally:
+        await upstream.server.close()

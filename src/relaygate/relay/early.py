@@ -20,6 +20,7 @@ for nothing more than once. ``RELAYGATE_EARLY_UPSTREAM=false`` turns this off.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -31,16 +32,19 @@ from relaygate.relay.request import Endpoint, OutputBound, UpstreamBody, fit_bod
 from relaygate.runtime import Runtime
 from relaygate.upstream_client.h1 import Pool
 
+log = logging.getLogger(__name__)
+
 
 class Speculation:
     """One request's early call, if it was made: the body it sent (valid for an admission
     that did not lower the output bound) and the call."""
 
-    __slots__ = ("early", "out")
+    __slots__ = ("early", "failed", "out")
 
     def __init__(self) -> None:
-        self.out: UpstreamBody | None = None
+        self.out: UpstreamBody | None = None  # set once ``body`` was fitted for the call
         self.early: Early | None = None
+        self.failed = False
 
     def start(
         self,
@@ -56,7 +60,28 @@ class Speculation:
     ) -> None:
         """Called with the reserve queued: write it, then send the upstream request on an
         idle connection of the first channel (nothing if there is none). ``body`` is fitted
-        as for an admission in full, in place."""
+        as for an admission in full, in place. Never raises: the reserve is on its way and
+        its reply must be awaited (a reservation left unsettled would hold quota), so a
+        failure here only means no early call."""
+        try:
+            self._start(request, rt, ep, meta, model, body, raw, bound, stream)
+        except Exception:
+            log.exception("early upstream call not made")
+            self.drop()
+            self.failed = True
+
+    def _start(
+        self,
+        request: web.Request,
+        rt: Runtime,
+        ep: Endpoint,
+        meta: TokenMeta,
+        model: str,
+        body: dict[str, Any],
+        raw: bytes,
+        bound: OutputBound,
+        stream: bool,
+    ) -> None:
         http = rt.http
         if not isinstance(http, Pool):
             return
@@ -80,6 +105,8 @@ class Speculation:
         one the call was made for (no lowered output bound, no reload of the metadata); else
         the call is dropped, and so is the token's early calling until it is admitted in
         full again: (None, None)."""
+        if self.failed:
+            return None, None
         if in_full:
             rt.early.admitted(token_id)
             return self.early, self.out

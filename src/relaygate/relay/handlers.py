@@ -140,7 +140,7 @@ async def _handle(
     if spec is not None:
         in_full = not res.clamp_tokens and admitted is meta  # as the early call was sent
         early, fitted = spec.admitted(rt, meta.id, in_full)
-        if not in_full and spec.out is not None:
+        if fitted is None and spec.out is not None:
             body = _parse(request, ep, raw)  # it was fitted in place for the early call
     meta = admitted
     job = Job(
