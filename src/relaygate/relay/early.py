@@ -64,39 +64,27 @@ class Speculation:
         its reply must be awaited (a reservation left unsettled would hold quota), so a
         failure here only means no early call."""
         try:
-            self._start(request, rt, ep, meta, model, body, raw, bound, stream)
+            http = rt.http
+            if not isinstance(http, Pool):
+                return
+            channel = rt.catalog.channels.pick(meta.group, model, 0, frozenset())
+            if channel is None:
+                return
+            rt.hot.written()  # quiet: the reserve goes out now, before the upstream request
+            out = fit_body(body, raw, ep, bound, bound.send, stream)
+            out.max_output = bound.send or bound.full // bound.choices
+            self.out = out
+            attempt = build_attempt(request, ep, model, out, channel, stream)
+            sent = http.send_now(attempt.url, data=attempt.payload, headers=attempt.headers)
+            if sent is not None:
+                conn, head = sent
+                self.early = Early(
+                    attempt, head, time.perf_counter(), lambda: Pool.abandon(conn, head)
+                )
         except Exception:
             log.exception("early upstream call not made")
             self.drop()
             self.failed = True
-
-    def _start(
-        self,
-        request: web.Request,
-        rt: Runtime,
-        ep: Endpoint,
-        meta: TokenMeta,
-        model: str,
-        body: dict[str, Any],
-        raw: bytes,
-        bound: OutputBound,
-        stream: bool,
-    ) -> None:
-        http = rt.http
-        if not isinstance(http, Pool):
-            return
-        channel = rt.catalog.channels.pick(meta.group, model, 0, frozenset())
-        if channel is None:
-            return
-        rt.hot.written()  # quiet: the reserve goes out now, before the upstream request
-        out = fit_body(body, raw, ep, bound, bound.send, stream)
-        out.max_output = bound.send or bound.full // bound.choices
-        self.out = out
-        attempt = build_attempt(request, ep, model, out, channel, stream)
-        sent = http.send_now(attempt.url, data=attempt.payload, headers=attempt.headers)
-        if sent is not None:
-            conn, head = sent
-            self.early = Early(attempt, head, time.perf_counter(), lambda: Pool.abandon(conn, head))
 
     def admitted(
         self, rt: Runtime, token_id: int, in_full: bool
