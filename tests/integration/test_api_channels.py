@@ -11,8 +11,9 @@ from .api_fixtures import Api, make_user
 from .helpers import CHAT, bearer
 
 
-async def eventually(check, timeout: float = 3.0) -> None:
-    """Channel tables reload asynchronously on the invalidation message."""
+async def eventually(check, timeout: float = 30.0) -> None:
+    """Channel tables reload asynchronously on the invalidation message. The bound only
+    turns a reload that never comes into a failure; it makes no claim on how fast one is."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         if await check():
