@@ -120,7 +120,7 @@ def test_sse_filter_per_dialect_usage_and_end():
         + b"data: [DONE]\n\n"
     )
     f = SSEUsageFilter(strip_usage_chunk=False)
-    assert f.feed(openai) == openai and f.usage == (5, 6) and f.done and f.content_events == 1
+    assert f.feed(openai) == openai and f.usage == (5, 6) and f.done and f.has_content
     claude = (
         b"event: message_start\n"
         + _event({"type": "message_start", "message": {"usage": {"input_tokens": 7}}})
@@ -140,10 +140,28 @@ def test_sse_filter_per_dialect_usage_and_end():
         }
     )
     g = SSEUsageFilter(strip_usage_chunk=False, dialect="gemini")
-    assert g.feed(gemini) == gemini and g.usage == (2, 3) and g.done and g.content_events == 2
+    assert g.feed(gemini) == gemini and g.usage == (2, 3) and g.done and g.has_content
     quoted = _event({"choices": [{"delta": {"content": 'the "usage":{ field'}}]})
     q = SSEUsageFilter(strip_usage_chunk=True)
     assert q.feed(quoted) == quoted and q.usage is None and not q.done
+
+
+def test_sse_filter_end_looked_for_in_the_tail_and_content_seen_late():
+    """OpenAI's end is found in a long block's tail (whitespace allowed); a ``[DONE]`` that
+    is not the block's last event, or sits in answer text, is no end; content that first
+    appears in a later block is still seen."""
+    long = _event({"id": "chatcmpl-1", "pad": "x" * 4000})
+    f = SSEUsageFilter(strip_usage_chunk=False)
+    assert f.feed(long) == long and not f.has_content and not f.done
+    text = _event({"choices": [{"delta": {"content": "data: [DONE]"}}]})
+    assert f.feed(text) == text and f.has_content and not f.done
+    middle = b"data: [DONE]\n\n" + _event({"choices": [{"delta": {"content": "b"}}]})
+    assert f.feed(middle) == middle and not f.done
+    end = long + b"data: [DONE]   \n\n"
+    assert f.feed(end) == end and f.done
+    crlf = SSEUsageFilter(strip_usage_chunk=False)
+    block = long.replace(b"\n\n", b"\r\n\r\n") + b"data: [DONE]\r\n\r\n"
+    assert crlf.feed(block) == block and crlf.done and not crlf.has_content
 
 
 def test_sse_filter_streams_crlf_events():

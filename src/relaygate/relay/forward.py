@@ -338,7 +338,7 @@ async def _whole_stream(
         prompt, completion = sse.usage
         actual = job.rates.charge(prompt, completion)
         event = usage_event(job, channel, prompt, completion, True, False)
-    elif sse.done or sse.content_events:  # ended, or broke off: billed for what came
+    elif sse.done or sse.has_content:  # ended, or broke off: billed for what came
         prompt, completion = (
             estimate_tokens(job.body_bytes),
             estimate_tokens(sse.answer_text_bytes()),
@@ -458,7 +458,7 @@ async def _stream(
             ):
                 await resp.write_eof(held)
 
-    if sse.usage is None and not sse.done and not sse.content_events and not client_gone:
+    if sse.usage is None and not sse.done and not sse.has_content and not client_gone:
         # The upstream broke off before delivering any of the answer: refund in full. One
         # that broke off later is not retried (bytes reached the client) and is billed for
         # what was delivered, by estimate (docs/failover.md).

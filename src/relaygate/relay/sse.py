@@ -7,9 +7,10 @@ relaygate added ``stream_options.include_usage`` itself, the usage-only chunk
 (``"choices": []``) is dropped so the client sees exactly what it asked for.
 
 Cost matters here (this runs on every chunk of every stream): each byte-pattern scan of a
-block costs about 0.5 µs per KB, so a block is scanned once for ``"usage`` (every hit is
-then looked at where it is), once to count content events, and the end-of-answer marker is
-looked for where the dialect puts it (the last event), not in the whole block.
+block costs about 0.5 µs per KB, so a block is scanned once for a ``"usage`` that is not
+``null`` (each such hit is then looked at where it is), for content events only until the first, and the end-of-answer
+marker is looked for where the dialect puts it (OpenAI's: the block's tail), not in the
+whole block.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ _RESPONSES_ENDS = (b"response.completed", b"response.incomplete", b"response.fai
 # Bytes every end-of-answer event of the dialect holds: a block without them is no end (one
 # scan, where the full check of the last event costs a few slices per block).
 _END_HINT = {OPENAI: b"[DONE]", CLAUDE: b"message_stop", GEMINI: b"", RESPONSES: b"response."}
+# Where in a block the hint is looked for: OpenAI's end event is short (``data: [DONE]``,
+# whitespace allowed), so only the block's tail; the others' can carry a body (Bedrock adds
+# metrics to Claude's message_stop): the whole block. A negative start is str.find's "from
+# the end".
+_END_HINT_FROM = {OPENAI: -64, CLAUDE: 0, GEMINI: 0, RESPONSES: 0}
 # A usage key that is not OpenAI's ``"usage":null`` (present on every chunk of an
 # include_usage stream): only those are looked at.
 _USAGE_TO_READ = re.compile(rb'"usage(?!": ?null)')
@@ -58,11 +64,12 @@ class SSEUsageFilter:
         "_end",
         "_end_anywhere",
         "_end_hint",
+        "_end_hint_from",
         "_kept",
         "_kept_bytes",
         "_sep",
-        "content_events",
         "done",
+        "has_content",
         "strip",
         "usage",
     )
@@ -71,7 +78,7 @@ class SSEUsageFilter:
         self._buf = b""
         self.strip = strip_usage_chunk
         self.usage: tuple[int, int] | None = None
-        self.content_events = 0
+        self.has_content = False  # a content event went by (whether, not how many: one scan)
         # The delivered events, kept by reference (no copy) only to estimate the answer's
         # length should the upstream report no usage; bounded.
         self._kept: list[bytes] = []
@@ -80,6 +87,7 @@ class SSEUsageFilter:
         self._content = _CONTENT[dialect]
         self._end = _END[dialect]
         self._end_hint = _END_HINT[dialect]
+        self._end_hint_from = _END_HINT_FROM[dialect]
         # Gemini's last chunk carries content, usage and finishReason: it can be long.
         self._end_anywhere = dialect == GEMINI
         # The blank line that ends an event: "\n\n", or "\r\n\r\n" for upstreams that use
@@ -94,7 +102,9 @@ class SSEUsageFilter:
         else:
             buf = self._buf + chunk if self._buf else chunk
             if sep is None:
-                crlf, lf = buf.find(b"\r\n\r\n"), buf.find(b"\n\n")
+                # (a CRLF boundary that comes first starts before the first "\n\n" + 4)
+                lf = buf.find(b"\n\n")
+                crlf = buf.find(b"\r\n\r\n", 0, lf + 4) if lf >= 0 else buf.find(b"\r\n\r\n")
                 if crlf >= 0 and (lf < 0 or crlf < lf):
                     sep = self._sep = b"\r\n\r\n"
                 elif lf >= 0:
@@ -108,7 +118,8 @@ class SSEUsageFilter:
                 return b""
             end += len(sep)
             ready, self._buf = buf[:end], buf[end:]
-        self.content_events += ready.count(self._content)
+        if not self.has_content:
+            self.has_content = self._content in ready
         if self._kept_bytes < MAX_KEPT_FOR_ESTIMATE:
             self._kept.append(ready)
             self._kept_bytes += len(ready)
@@ -116,10 +127,11 @@ class SSEUsageFilter:
             if self._end_anywhere:
                 # Gemini: the unescaped key can only be JSON structure, never answer text.
                 self.done = self._end in ready
-            elif self._end_hint in ready:
+            elif ready.find(self._end_hint, self._end_hint_from) >= 0:
                 self.done = self._is_end_event(ready, sep)
-        if _USAGE_TO_READ.search(ready) is not None:
-            ready = self._take_usage(ready)
+        found = _USAGE_TO_READ.search(ready)
+        if found is not None:
+            ready = self._take_usage(ready, found.start())
         return ready
 
     def _is_end_event(self, ready: bytes, sep: bytes) -> bool:
@@ -152,25 +164,22 @@ class SSEUsageFilter:
         rest, self._buf = self._buf, b""
         return rest
 
-    def _take_usage(self, ready: bytes) -> bytes:
-        """Record every usage object in ``ready``; drop the injected usage-only event."""
-        pos = 0
+    def _take_usage(self, ready: bytes, i: int) -> bytes:
+        """Record every usage object in ``ready`` (the first one read at ``i``); drop the
+        injected usage-only event. Only the hits of _USAGE_TO_READ are visited: the
+        ``"usage":null`` on every chunk of an include_usage stream are skipped by the scan."""
+        sep = self._sep or b"\n\n"
         while True:
-            i = ready.find(b'"usage', pos)
-            if i < 0:
-                return ready
-            if ready.startswith(b'":null', i + 6) or ready.startswith(b'": null', i + 6):
-                pos = i + 12
-                continue
-            sep = self._sep or b"\n\n"
             before = ready.rfind(sep, 0, i)
             start = 0 if before < 0 else before + len(sep)
             stop = ready.find(sep, i) + len(sep)  # ready ends with a separator: always found
             if self._inspect(ready[start : stop - len(sep)]):
                 ready = ready[:start] + ready[stop:]
-                pos = start
-            else:
-                pos = stop
+                stop = start
+            found = _USAGE_TO_READ.search(ready, stop)
+            if found is None:
+                return ready
+            i = found.start()
 
     def _inspect(self, event: bytes) -> bool:
         """Record the usage in one event; True if the event should not be forwarded."""
