@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from aiohttp import web
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -203,6 +204,24 @@ async def settle(
     rt.background.watch(reply, lambda: rt.settles.keep(call))
     await written
     await respond()
+
+
+async def settle_and_send(
+    request: web.Request,
+    rt: Runtime,
+    job: Job,
+    response: web.Response,
+    actual: int,
+    event: bytes | None,
+) -> tuple[web.StreamResponse, bool]:
+    """A whole answer: settled (written to Redis), then sent (``settle``'s order)."""
+
+    async def respond() -> None:
+        await response.prepare(request)
+        await response.write_eof()
+
+    await settle(rt, job, actual, event, respond)
+    return response, True
 
 
 async def _settle_now(rt: Runtime, call: ledger.SettleCall) -> None:

@@ -19,7 +19,7 @@ from relaygate import health, translate, upstreams
 from relaygate.channels import TYPE_AZURE, Channel
 from relaygate.redact import redact, redact_bytes
 from relaygate.relay import azure, dialects, errors, translated
-from relaygate.relay.accounting import settle, usage_event
+from relaygate.relay.accounting import settle, settle_and_send, usage_event
 from relaygate.relay.pushed import MAX_HELD, PushedStream
 from relaygate.relay.request import Endpoint, Job, UpstreamBody, estimate_tokens
 from relaygate.relay.sse import SSEUsageFilter
@@ -255,7 +255,7 @@ async def _non_stream(
     headers = _common_headers(job, overhead)
     headers["Content-Type"] = up.headers.get("Content-Type", JSON_CT)
     response = web.Response(status=up.status, body=data, headers=headers)
-    return await _send_settled(request, rt, job, response, actual, event)
+    return await settle_and_send(request, rt, job, response, actual, event)
 
 
 async def _failed(
@@ -269,23 +269,7 @@ async def _failed(
         response = _upstream_auth_failed(job, failed.channel, failed.status, dialect, headers)
     else:
         response = _upstream_error(failed, headers, dialect)
-    return await _send_settled(request, rt, job, response, 0, None)
-
-
-async def _send_settled(
-    request: web.Request,
-    rt: Runtime,
-    job: Job,
-    response: web.Response,
-    actual: int,
-    event: bytes | None,
-) -> tuple[web.StreamResponse, bool]:
-    async def respond() -> None:
-        await response.prepare(request)
-        await response.write_eof()
-
-    await settle(rt, job, actual, event, respond)
-    return response, True
+    return await settle_and_send(request, rt, job, response, 0, None)
 
 
 def _upstream_auth_failed(
@@ -348,13 +332,7 @@ async def _whole_stream(
     else:  # the upstream broke off before any of the answer: refund in full
         actual, event = 0, None
     response = web.Response(status=200, body=out, headers=headers)
-
-    async def respond() -> None:
-        await response.prepare(request)
-        await response.write_eof()
-
-    await settle(rt, job, actual, event, respond)
-    return response, True
+    return await settle_and_send(request, rt, job, response, actual, event)
 
 
 async def _pushed(

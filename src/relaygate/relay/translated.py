@@ -15,7 +15,7 @@ from aiohttp import web
 from relaygate import translate
 from relaygate.channels import Channel
 from relaygate.redact import redact
-from relaygate.relay.accounting import settle, usage_event
+from relaygate.relay.accounting import settle, settle_and_send, usage_event
 from relaygate.relay.dialects import error_body
 from relaygate.relay.errors import RelayError
 from relaygate.relay.request import Job, estimate_tokens
@@ -76,13 +76,7 @@ async def non_stream(
         headers["Content-Type"] = JSON_CT
         response = web.Response(status=200, body=body, headers=headers)
     response.headers.update(headers)
-
-    async def respond() -> None:
-        await response.prepare(request)
-        await response.write_eof()
-
-    await settle(rt, job, actual, event, respond)
-    return response, True
+    return await settle_and_send(request, rt, job, response, actual, event)
 
 
 async def stream(
