@@ -15,6 +15,7 @@ import orjson
 
 from relaygate.translate.common import (
     Usage,
+    append_turn,
     as_text,
     chunk,
     data_url,
@@ -88,16 +89,6 @@ def _assistant_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
     return blocks
 
 
-def _append(messages: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]]) -> None:
-    """Consecutive turns of one role merged: Messages alternates user and assistant."""
-    if not blocks:
-        return
-    if messages and messages[-1]["role"] == role:
-        messages[-1]["content"].extend(blocks)
-    else:
-        messages.append({"role": role, "content": blocks})
-
-
 def _tools_to_claude(body: dict[str, Any], out: dict[str, Any]) -> None:
     tools = []
     for tool in body.get("tools") or []:
@@ -133,16 +124,16 @@ def request_from_openai(body: dict[str, Any], model: str, max_tokens: int) -> di
         if role in ("system", "developer"):
             system.append(as_text(message.get("content")))
         elif role == "assistant":
-            _append(messages, "assistant", _assistant_blocks(message))
+            append_turn(messages, "assistant", "content", _assistant_blocks(message))
         elif role == "tool":
             result = {
                 "type": "tool_result",
                 "tool_use_id": message.get("tool_call_id", ""),
                 "content": as_text(message.get("content")),
             }
-            _append(messages, "user", [result])
+            append_turn(messages, "user", "content", [result])
         else:
-            _append(messages, "user", _user_blocks(message.get("content")))
+            append_turn(messages, "user", "content", _user_blocks(message.get("content")))
     given = body.get("max_completion_tokens", body.get("max_tokens"))
     out: dict[str, Any] = {
         "model": model,

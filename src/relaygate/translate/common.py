@@ -93,6 +93,19 @@ def json_args(arguments: Any) -> Any:
     return value if isinstance(value, dict) else {"value": value}
 
 
+def append_turn(
+    turns: list[dict[str, Any]], role: str, field: str, items: list[dict[str, Any]]
+) -> None:
+    """Consecutive turns of one role merged (their ``field`` lists joined): Anthropic's
+    Messages and Gemini's contents both alternate user and assistant turns."""
+    if not items:
+        return
+    if turns and turns[-1]["role"] == role:
+        turns[-1][field].extend(items)
+    else:
+        turns.append({"role": role, field: items})
+
+
 def parse_data_url(url: str) -> tuple[str, str] | None:
     """(mime type, base64 data) of a ``data:`` URL, or None for another URL."""
     if not url.startswith("data:"):

@@ -14,6 +14,7 @@ import orjson
 
 from relaygate.translate.common import (
     Usage,
+    append_turn,
     as_text,
     chunk,
     data_url,
@@ -79,15 +80,6 @@ def _parts(content: Any) -> list[dict[str, Any]]:
     return parts
 
 
-def _append(contents: list[dict[str, Any]], role: str, parts: list[dict[str, Any]]) -> None:
-    if not parts:
-        return
-    if contents and contents[-1]["role"] == role:
-        contents[-1]["parts"].extend(parts)
-    else:
-        contents.append({"role": role, "parts": parts})
-
-
 def request_from_openai(body: dict[str, Any], max_tokens: int) -> dict[str, Any]:
     """A chat completion request as a generateContent body (the model is in the path)."""
     system: list[str] = []
@@ -112,13 +104,13 @@ def request_from_openai(body: dict[str, Any], max_tokens: int) -> dict[str, Any]
                         }
                     }
                 )
-            _append(contents, "model", parts)
+            append_turn(contents, "model", "parts", parts)
         elif role == "tool":
             name = names.get(message.get("tool_call_id", ""), message.get("name") or "")
             response = {"name": name, "response": {"content": as_text(message.get("content"))}}
-            _append(contents, "user", [{"functionResponse": response}])
+            append_turn(contents, "user", "parts", [{"functionResponse": response}])
         else:
-            _append(contents, "user", _parts(message.get("content")))
+            append_turn(contents, "user", "parts", _parts(message.get("content")))
     out: dict[str, Any] = {"contents": contents}
     if system:
         out["systemInstruction"] = {"parts": [{"text": "\n\n".join(system)}]}
