@@ -38,30 +38,51 @@ _ENABLE = "UPDATE channels SET status = 1 WHERE id = $1 AND status = 3 AND delet
 
 
 def disable_reason(
-    status: int, body: bytes, keywords: tuple[str, ...], connection_failed: bool = False
+    status: int,
+    body: bytes,
+    keywords: tuple[str, ...],
+    connection_failed: bool = False,
+    sent: bytes = b"",
 ) -> str | None:
     """Why an upstream answer disables its channel (for the log), or None when it does not:
     the upstream refused the channel key (401/403), or its error names a configured keyword
     (a spent balance, a banned organization). A connection failure never disables: it says
-    nothing about the channel's credential."""
+    nothing about the channel's credential. A keyword that is also in the request ``sent``
+    does not count: upstreams echo the caller's text in their errors ("Unrecognized request
+    argument supplied: <name>"), and a caller must not be able to take a channel offline
+    for everyone by naming a keyword."""
     if connection_failed or status < 400:
         return None
     if status in (401, 403):
         return f"upstream answered HTTP {status}"
     if keywords:
         text = body[:MAX_SCANNED].decode("utf-8", "replace").lower()
+        asked = _request_text(sent)
         for word in keywords:
-            if word in text:
+            if word in text and word not in asked:
                 return f"upstream error mentions {word!r}"
     return None
 
 
-def after_error(rt: Runtime, channel: Channel, status: int, body: bytes) -> None:
-    """Disable ``channel`` if its error calls for it (and the setting allows it)."""
+def _request_text(sent: bytes) -> str:
+    """The request as the upstream reads it: a JSON body's escapes (``\\u0020``) decoded,
+    so a keyword cannot be smuggled past the comparison; any other body as it is."""
+    if not sent:
+        return ""
+    try:
+        sent = orjson.dumps(orjson.loads(sent))
+    except orjson.JSONDecodeError:
+        pass
+    return sent.decode("utf-8", "replace").lower()
+
+
+def after_error(rt: Runtime, channel: Channel, status: int, body: bytes, sent: bytes) -> None:
+    """Disable ``channel`` if its error to the request ``sent`` calls for it (and the
+    setting allows it)."""
     settings = rt.settings
     if not settings.auto_disable_channels:
         return
-    reason = disable_reason(status, body, settings.auto_disable_keywords)
+    reason = disable_reason(status, body, settings.auto_disable_keywords, sent=sent)
     if reason is None:
         return
     rt.catalog.channels = rt.catalog.channels.without(channel.id)

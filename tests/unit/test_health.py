@@ -42,3 +42,14 @@ def test_settings_parse():
     for bad in ("abc", "200", "503-502", "500-700"):
         with pytest.raises(ConfigError, match="RELAYGATE_RETRY_STATUSES"):
             from_env({"RELAYGATE_RETRY_STATUSES": bad})
+
+
+def test_a_keyword_the_caller_sent_does_not_disable():
+    """Upstreams echo the caller's argument names in their 400s: naming a keyword in a
+    request must not take the channel offline for everyone (escaped or not)."""
+    echo = b'{"error":{"message":"Unrecognized request argument supplied: Permission Denied"}}'
+    assert disable_reason(400, echo, WORDS) is not None  # the body alone would disable
+    assert disable_reason(400, echo, WORDS, sent=b'{"Permission Denied":1}') is None
+    assert disable_reason(400, echo, WORDS, sent=b'{"Permission\\u0020Denied":1}') is None
+    spent = b'{"error":{"message":"permission denied for this organization"}}'
+    assert disable_reason(400, spent, WORDS, sent=b'{"model":"m"}') is not None

@@ -103,7 +103,7 @@ async def forward(
                     log.warning("channel %d failed mid-answer (%s)", channel.id, type(exc).__name__)
                     continue  # nothing reached the client yet: the next channel may answer
                 if up.status >= 400:
-                    health.after_error(rt, channel, up.status, data)
+                    health.after_error(rt, channel, up.status, data, attempt.payload)
                     ct = up.headers.get("Content-Type", JSON_CT)
                     failed = _Failed(channel, up.status, ct, data, t_up, plan is not None)
                     if _retryable(settings.retry_statuses, up.status):
