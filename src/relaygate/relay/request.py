@@ -130,6 +130,7 @@ class OutputBound:
 
 
 MAX_CHOICES = 128
+MAX_PROMPTS = 2048  # OpenAI's limit on a legacy completion's prompt list
 MAX_IMAGES = 10
 
 
@@ -154,6 +155,24 @@ def choices_of(body: dict[str, Any], dialect: str) -> int:
     return 1
 
 
+def _completion_choices(body: dict[str, Any], n: int) -> int:
+    """Legacy completions generate ``best_of`` answers (billed, ``n`` returned) for each
+    prompt of a ``prompt`` list: what the upstream may bill is their product, not ``n``."""
+    best_of = _count(body, "best_of", body.get("best_of"), MAX_CHOICES)
+    if best_of < n:
+        raise errors.bad_request("'best_of' must be at least 'n'.", "invalid_best_of")
+    prompt = body.get("prompt")
+    prompts = 1
+    # A list of strings, or of token arrays, is one prompt each; one token array is one.
+    if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
+        prompts = len(prompt)
+        if prompts > MAX_PROMPTS:
+            raise errors.bad_request(
+                f"'prompt' may hold at most {MAX_PROMPTS} prompts.", "invalid_prompt"
+            )
+    return max(n, best_of) * prompts
+
+
 def output_bounds(
     body: dict[str, Any], ep: Endpoint, pricing: ModelPricing, cap: int
 ) -> OutputBound:
@@ -170,8 +189,16 @@ def output_bounds(
         return OutputBound(0, None, 1, 0, calls)
     if ep.max_field is None:
         return OutputBound(0, None, 1, 0)
+    if ep.dialect == dialects.RESPONSES and body.get("background") not in (None, False):
+        # A background answer comes back queued, with no usage; what it then generates
+        # would be billed to the channel and never to the token (docs/compat-relay.md).
+        raise errors.bad_request(
+            "'background' is not supported: send the request without it.", "unsupported_background"
+        )
     given, field = dialects.max_output(body, ep.dialect, ep.max_field)
     choices = choices_of(body, ep.dialect)
+    if ep is COMPLETIONS:
+        choices = _completion_choices(body, choices)
     send = 0
     if given is not None:
         if not isinstance(given, int) or isinstance(given, bool) or given < 1:
