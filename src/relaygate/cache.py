@@ -367,9 +367,9 @@ class TokenCache:
         """Apply one ``rg:inval`` message (``tok:<id>``, ``user:<id>``, ``*``)."""
         self.invalidations += 1
         kind, _, ident = message.partition(":")
-        if kind == "tok" and ident.isdigit():
+        if kind == "tok" and ident.isascii() and ident.isdigit():
             self.invalidate_token(int(ident))
-        elif kind == "user" and ident.isdigit():
+        elif kind == "user" and ident.isascii() and ident.isdigit():
             self.invalidate_user(int(ident))
         elif kind == "*":
             self.invalidate_all()

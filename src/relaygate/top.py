@@ -298,8 +298,12 @@ def matches(row: Ledger, needle: str) -> bool:
         return True
     kind, _, value = needle.partition(":")
     if value and kind in ("user", "token"):
-        return value.isdigit() and int(value) == (row.user if kind == "user" else row.id)
-    if needle.isdigit():
+        return (
+            value.isascii()
+            and value.isdigit()
+            and int(value) == (row.user if kind == "user" else row.id)
+        )
+    if needle.isascii() and needle.isdigit():
         return int(needle) in (row.id, row.user)
     return needle in row.name.lower()
 

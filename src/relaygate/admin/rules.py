@@ -95,6 +95,8 @@ def check_username(username: str) -> str:
     username = username.strip()
     if not username or len(username) > 20:
         raise AdminError("username must be 1 to 20 characters")
+    if any(ord(c) < 32 or c == "\x7f" or "\ud800" <= c <= "\udfff" for c in username):
+        raise AdminError("username must not contain control characters")
     return username
 
 

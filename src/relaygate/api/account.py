@@ -21,7 +21,7 @@ from relaygate.admin.passwords import verify_password
 from relaygate.api.auth import Level
 from relaygate.api.envelope import ApiFail, ok
 from relaygate.api.routing import Ctx, RouteTable
-from relaygate.api.validation import read_body
+from relaygate.api.validation import CONTROL, check_text, read_body
 from relaygate.relay.auth import client_ip
 from relaygate.sessions import COOKIE_NAME
 from relaygate.store import api_queries as q
@@ -55,6 +55,8 @@ def _credentials(body: dict[str, Any]) -> tuple[str, str]:
     username = username.strip()
     if not username or not password or len(username) > 64 or len(password) > 128:
         raise ApiFail(MSG_INVALID_PARAMS)
+    if not CONTROL.isdisjoint(username) or any("\ud800" <= c <= "\udfff" for c in username):
+        raise ApiFail(MSG_INVALID_PARAMS)  # no stored name holds one (and NUL broke the query)
     return username, password
 
 
@@ -189,6 +191,7 @@ def _self_changes(body: dict[str, Any]) -> dict[str, Any]:
             continue
         if not isinstance(value, str) or len(value.strip()) > 20:
             raise ApiFail(f"Invalid input: {field} must be a string of at most 20 characters")
+        check_text(value, field)
         out[field] = value.strip()
     password = body.get("password")
     if password not in (None, ""):

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from relaygate.admin import ROLE_ADMIN, ROLE_ROOT, ROLE_USER
 from relaygate.api.envelope import ApiFail
+from relaygate.api.validation import is_decimal
 from relaygate.credentials import hash_secret
 from relaygate.relay.auth import client_ip
 from relaygate.runtime import Runtime
@@ -118,7 +119,7 @@ async def _by_session(request: web.Request, rt: Runtime, level: Level, session_i
 def _admit(row: Any, header: str, level: Level, session_id: str) -> Caller:
     """New API's checks after the credentials, in its order: header, banned, role, info."""
     header = header.strip()
-    if not header.isascii() or not header.lstrip("-").isdigit() or len(header) > 18:
+    if not is_decimal(header) or len(header) > 18:
         raise ApiFail(MSG_BAD_USER_HEADER, 401)
     if int(header) != int(row["id"]):
         raise ApiFail(MSG_USER_MISMATCH, 401)

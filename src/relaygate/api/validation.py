@@ -9,6 +9,7 @@ into a 500. Bounds follow New API where it has them (page size 100, name 50 byte
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Final
 
 import orjson
@@ -148,6 +149,15 @@ def body_id(body: dict[str, Any], name: str = "id") -> int:
     return as_int(body[name], name, 1, MAX_ID)
 
 
+_DECIMAL = re.compile(r"-?[0-9]+")
+
+
+def is_decimal(text: str) -> bool:
+    """An ASCII integer, at most one leading minus: what ``int()`` takes. (``str.isdigit``
+    is also true of "²", and ``lstrip("-")`` lets "--1" through: both made int() raise.)"""
+    return _DECIMAL.fullmatch(text) is not None
+
+
 def query_int(
     request: web.Request, name: str, default: int | None, lo: int = 0, hi: int = MAX_INT64
 ) -> int | None:
@@ -155,7 +165,7 @@ def query_int(
     if raw is None or raw.strip() == "":
         return default
     raw = raw.strip()
-    if not raw.lstrip("-").isdigit() or len(raw) > 20:
+    if not is_decimal(raw) or len(raw) > 20:
         raise ApiFail(f"{name} must be an integer")
     value = int(raw)
     if not lo <= value <= hi:
@@ -176,7 +186,7 @@ def _lenient_int(request: web.Request, name: str) -> int | None:
     if raw is None or raw.strip() == "":
         return None
     raw = raw.strip()
-    if not raw.lstrip("-").isdigit() or len(raw) > 18:
+    if not is_decimal(raw) or len(raw) > 18:
         raise ApiFail(f"{name} must be an integer")
     return int(raw)
 
