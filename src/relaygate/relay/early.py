@@ -27,6 +27,7 @@ from typing import Any
 from aiohttp import web
 
 from relaygate.cache import TokenMeta
+from relaygate.relay.errors import RelayError
 from relaygate.relay.forward import Early, build_attempt
 from relaygate.relay.request import Endpoint, OutputBound, UpstreamBody, fit_body
 from relaygate.runtime import Runtime
@@ -81,6 +82,9 @@ class Speculation:
                 self.early = Early(
                     attempt, head, time.perf_counter(), lambda: Pool.abandon(conn, head)
                 )
+        except RelayError:  # the request's own fault: answered on the ordinary path
+            self.drop()
+            self.failed = True
         except Exception:
             log.exception("early upstream call not made")
             self.drop()

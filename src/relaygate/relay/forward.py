@@ -167,7 +167,15 @@ def build_attempt(
     plan = translate.plan_for(ep.dialect, ep.path, channel.type)
     body = out.body
     if plan is not None:
-        path, payload = translate.request(plan, body, upstream_model, stream, out.max_output)
+        try:
+            path, payload = translate.request(plan, body, upstream_model, stream, out.max_output)
+        except (TypeError, AttributeError, ValueError, KeyError) as exc:
+            # A field of the wrong shape (``"tools": 5``): the caller's mistake, not ours.
+            log.info("request not translatable to channel %d: %r", channel.id, exc)
+            raise errors.bad_request(
+                "The request body has a field of the wrong type or shape for this model.",
+                "invalid_request_body",
+            ) from None
         headers = dialects.upstream_headers(channel, plan.upstream, request.headers)
     else:
         # (A form upload is sent as received: a mapped model name is not rewritten in it.)
