@@ -14,8 +14,10 @@ a metadata reload), the upstream call is dropped (its connection closed) and the
 goes on as if it had never been sent: refused, or sent again with the lowered bound. A
 dropped call may still cost the operator at the upstream, so a token whose reserve was
 refused or lowered is not called early again until one of its reserves is admitted in
-full (``EarlyPolicy``): a token with no quota left cannot make the relay call the upstream
-for nothing more than once. ``RELAYGATE_EARLY_UPSTREAM=false`` turns this off.
+full, and its user's other tokens not for a minute (``EarlyPolicy``): a token with no quota
+left cannot make the relay call the upstream for nothing more than once, and a fresh token
+per request (tokens are free to create) gains one call a minute.
+``RELAYGATE_EARLY_UPSTREAM=false`` turns this off.
 """
 
 from __future__ import annotations
@@ -91,7 +93,7 @@ class Speculation:
             self.failed = True
 
     def admitted(
-        self, rt: Runtime, token_id: int, in_full: bool
+        self, rt: Runtime, user_id: int, token_id: int, in_full: bool
     ) -> tuple[Early | None, UpstreamBody | None]:
         """After the reserve's OK: (the early call, the body it sent) when the admission is the
         one the call was made for (no lowered output bound, no reload of the metadata); else
@@ -103,14 +105,14 @@ class Speculation:
             rt.early.admitted(token_id)
             return self.early, self.out
         self.drop()
-        rt.early.hold_back(token_id)
+        rt.early.hold_back(user_id, token_id)
         return None, None
 
-    def not_admitted(self, rt: Runtime, token_id: int, refused: bool) -> None:
+    def not_admitted(self, rt: Runtime, user_id: int, token_id: int, refused: bool) -> None:
         """The reserve failed or refused: the early call's answer is never read."""
         self.drop()
         if refused:
-            rt.early.hold_back(token_id)
+            rt.early.hold_back(user_id, token_id)
 
     def drop(self) -> None:
         early, self.early = self.early, None

@@ -114,7 +114,7 @@ async def _handle(
     rates, bound, rplan = _price(rt, meta, model, body, raw, ep, metered)
     if rt.settles.pending >= MAX_KEPT:
         raise errors.LEDGER_UNAVAILABLE
-    spec = Speculation() if rt.early.allows(meta.id) and rt.hot.quiet() else None
+    spec = Speculation() if rt.early.allows(meta.user_id, meta.id) and rt.hot.quiet() else None
     meanwhile = None
     if spec is not None:
         meanwhile = partial(spec.start, request, rt, ep, meta, model, body, raw, bound, stream)
@@ -133,13 +133,13 @@ async def _handle(
         )
     except BaseException as exc:
         if spec is not None:
-            spec.not_admitted(rt, meta.id, refused=isinstance(exc, RelayError))
+            spec.not_admitted(rt, meta.user_id, meta.id, refused=isinstance(exc, RelayError))
         raise
     early: Early | None = None
     fitted: UpstreamBody | None = None
     if spec is not None:
         in_full = not res.clamp_tokens and admitted is meta  # as the early call was sent
-        early, fitted = spec.admitted(rt, meta.id, in_full)
+        early, fitted = spec.admitted(rt, meta.user_id, meta.id, in_full)
         if fitted is None and spec.out is not None:
             body = _parse(request, ep, raw)  # it was fitted in place for the early call
     meta = admitted
