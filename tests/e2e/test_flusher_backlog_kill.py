@@ -17,9 +17,11 @@ from .procs import Proc, Stack
 EVENTS = 30_000
 BATCH = "500"  # RELAYGATE_FLUSH_BATCH: 60 full batches, so the rounds overlap
 # A stall guard, not a speed bound: the test fails only when the backlog has not shrunk by
-# a single event for this long while the worker is alive (a stuck flusher, however slow
-# the box); every event flushed restarts the window.
-STALL = 60.0
+# a single event over STALL_POLLS polls in a row while the worker is alive (a stuck
+# flusher, however slow the box); every event flushed restarts the count. No elapsed time
+# is measured or compared.
+POLL = 0.002  # seconds between polls of the backlog
+STALL_POLLS = 30_000  # polls in a row without one event flushed: a stuck flusher (>= 60 s)
 
 
 async def _push(env: Any, uid: int, tokens: list[int]) -> dict[int, int]:
@@ -45,16 +47,16 @@ async def _left(env: Any) -> int:
 
 async def _until_left_below(env: Any, n: int, worker: Proc) -> None:
     """Until fewer than ``n`` events are left, failing on no progress (never on elapsed time)."""
-    low, since = await _left(env), time.monotonic()
+    low, idle = await _left(env), 0
     while (left := await _left(env)) >= n:
         assert worker.popen and worker.popen.poll() is None, f"{worker.log.read_text()[-2000:]}"
         if left < low:
-            low, since = left, time.monotonic()
-        stalled = time.monotonic() - since
-        assert stalled < STALL, (
-            f"no event flushed for {stalled:.0f} s; the backlog is stuck at {left}"
+            low, idle = left, 0
+        idle += 1
+        assert idle < STALL_POLLS, (
+            f"no event flushed in {idle} polls; the backlog is stuck at {left}"
         )
-        await asyncio.sleep(0.002)
+        await asyncio.sleep(POLL)
 
 
 async def test_worker_sigkilled_twice_mid_backlog_records_every_event_once(
